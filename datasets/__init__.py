@@ -1,0 +1,1 @@
+"""ringrl datasets package."""
