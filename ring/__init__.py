@@ -1,1 +1,29 @@
-"""ringrl ring package."""
+"""ring: exact, memory-bounded long-context attention for JAX (Ring Attention with Blockwise Transformers).
+
+Knows nothing of reinforcement learning; any long-context JAX model can use it.
+
+    from ring import sharded_attention, ring_attention, reference_attention
+"""
+
+from ring.balance import critical_path, ring_work
+from ring.feedforward import blockwise_feedforward
+from ring.layouts import LAYOUTS, from_layout, global_positions, to_layout
+from ring.mesh import make_mesh
+from ring.reference import reference_attention
+from ring.ring_attention import blockwise_attention, ring_attention
+from ring.sharded import sharded_attention
+
+__all__ = [
+    "LAYOUTS",
+    "blockwise_attention",
+    "blockwise_feedforward",
+    "critical_path",
+    "from_layout",
+    "global_positions",
+    "make_mesh",
+    "reference_attention",
+    "ring_attention",
+    "ring_work",
+    "sharded_attention",
+    "to_layout",
+]

@@ -1,0 +1,204 @@
+"""Ring attention: the per-device function that runs inside ``shard_map`` (Liu, Zaharia, Abbeel 2023).
+
+Every device keeps its query block; the K/V blocks (with their segment ids) travel around the ring by
+``lax.ppermute``, one hop per step, and each step folds the visiting block into the local online softmax
+(:mod:`ring.kernel`). After ``n`` steps every query has seen every key.
+
+The custom VJP saves only the local q, k, v, output and log-sum-exp (O(block) per device). Its backward
+sends the K/V blocks around the ring once more, now together with float32 dk/dv accumulators: each device
+adds its queries' share to the visiting block's accumulators, and one last hop brings every accumulator
+home. dq never leaves the device.
+
+With ``axis_name=None`` the same code is a ring of one device, which is :func:`blockwise_attention`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ring import kernel
+from ring.checks import check_attention_inputs, check_chunk
+from ring.layouts import check_layout, global_positions
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ring:
+    """Static description of one ring-attention call."""
+
+    axis_name: str | None
+    causal: bool
+    layout: str
+    q_chunk: int
+    k_chunk: int
+    float32_logits: bool
+
+    def size(self) -> int:
+        return 1 if self.axis_name is None else lax.axis_size(self.axis_name)
+
+    def index(self):
+        return jnp.int32(0) if self.axis_name is None else lax.axis_index(self.axis_name)
+
+    def positions(self, device, block: int):
+        return global_positions(device, block, self.size(), self.layout)
+
+    def shift(self, tree):
+        """Sends ``tree`` one hop along the ring: device i -> i + 1."""
+        n = self.size()
+        if n == 1:
+            return tree
+        perm = [(i, (i + 1) % n) for i in range(n)]
+        return lax.ppermute(tree, self.axis_name, perm)
+
+    def varying(self, tree):
+        """Marks loop carries created here as device-varying, as ``check_vma=True`` requires."""
+        if self.axis_name is None:
+            return tree
+        return jax.tree.map(lambda x: lax.pcast(x, self.axis_name, to="varying"), tree)
+
+
+def _group(q, kv_heads):
+    batch, seq, q_heads, head_dim = q.shape
+    return q.reshape(batch, seq, kv_heads, q_heads // kv_heads, head_dim)
+
+
+def _ring_forward(cfg: _Ring, q, k, v, segment_ids):
+    """Returns the output [b, s, hq, d] and lse [b, hkv, g, s] of the local query block."""
+    batch, block, q_heads, head_dim = q.shape
+    n, me = cfg.size(), cfg.index()
+    scale = 1.0 / math.sqrt(head_dim)
+    qg = _group(q, k.shape[2])
+    q_pos = cfg.positions(me, block)
+    fold = functools.partial(kernel.block_forward, causal=cfg.causal, q_chunk=cfg.q_chunk,
+                             k_chunk=cfg.k_chunk, scale=scale, float32_logits=cfg.float32_logits)
+
+    def attend(state, step, kv):
+        k_blk, v_blk, seg_blk = kv
+        k_pos = cfg.positions((me - step) % n, block)
+        return lax.cond(
+            kernel.block_may_attend(q_pos, k_pos, cfg.causal),
+            lambda s: fold(s, qg, k_blk, v_blk, q_pos, k_pos, segment_ids, seg_blk),
+            lambda s: s,
+            state,
+        )
+
+    def step(i, carry):
+        state, kv = carry
+        incoming = cfg.shift(kv)  # issued before the compute that does not depend on it
+        return attend(state, i, kv), incoming
+
+    # n steps and n hops: the last hop (the blocks going home) is spare, but it keeps the loop uniform,
+    # so XLA compiles one copy of the kernel and the same steady-state memory for every ring size.
+    state, _ = lax.fori_loop(0, n, step, (cfg.varying(kernel.init_state(qg)), (k, v, segment_ids)))
+    out, lse = kernel.finalize(state, q.dtype)
+    return out.reshape(q.shape), lse
+
+
+def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
+    """Returns dq, dk, dv of the local blocks, in the inputs' dtypes."""
+    batch, block, q_heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    n, me = cfg.size(), cfg.index()
+    scale = 1.0 / math.sqrt(head_dim)
+    qg = _group(q, kv_heads)
+    dog = _group(dout, kv_heads)
+    delta = jnp.einsum("bqhgd,bqhgd->bhgq", dog.astype(jnp.float32), _group(out, kv_heads).astype(jnp.float32))
+    q_pos = cfg.positions(me, block)
+    add = functools.partial(kernel.block_backward, causal=cfg.causal, q_chunk=cfg.q_chunk,
+                            k_chunk=cfg.k_chunk, scale=scale)
+
+    def attend(dq, step, kv, dkv):
+        k_blk, v_blk, seg_blk = kv
+        k_pos = cfg.positions((me - step) % n, block)
+        return lax.cond(
+            kernel.block_may_attend(q_pos, k_pos, cfg.causal),
+            lambda g: add(g, qg, k_blk, v_blk, dog, lse, delta, q_pos, k_pos, segment_ids, seg_blk),
+            lambda g: g,
+            (dq, *dkv),
+        )
+
+    def step(i, carry):
+        dq, kv, dkv = carry
+        incoming_kv = cfg.shift(kv)
+        dq, dk, dv = attend(dq, i, kv, dkv)
+        return dq, incoming_kv, cfg.shift((dk, dv))
+
+    # After n hops every dk/dv accumulator is back on the device that owns its K/V block.
+    zeros = cfg.varying((jnp.zeros(qg.shape, jnp.float32),
+                         jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)))
+    dq, _, (dk, dv) = lax.fori_loop(0, n, step, (zeros[0], (k, v, segment_ids), zeros[1:]))
+    return dq.reshape(q.shape).astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _ring_attention(cfg: _Ring, q, k, v, segment_ids):
+    return _ring_forward(cfg, q, k, v, segment_ids)[0]
+
+
+def _ring_attention_fwd(cfg, q, k, v, segment_ids):
+    out, lse = _ring_forward(cfg, q, k, v, segment_ids)
+    return out, (q, k, v, segment_ids, out, lse)
+
+
+def _ring_attention_bwd(cfg, residuals, dout):
+    q, k, v, segment_ids, out, lse = residuals
+    dq, dk, dv = _ring_backward(cfg, q, k, v, segment_ids, out, lse, dout)
+    return dq, dk, dv, None
+
+
+_ring_attention.defvjp(_ring_attention_fwd, _ring_attention_bwd)
+
+
+def ring_attention(q, k, v, *, axis_name, causal: bool = True, layout: str = "zigzag", segment_ids=None,
+                   query_chunk_size: int = 512, key_chunk_size: int = 512, float32_logits: bool = True):
+    """Exact softmax attention over a sequence sharded around the ring axis ``axis_name``.
+
+    Call it inside ``jax.shard_map`` with the sequence dimension sharded over ``axis_name`` and the tokens
+    placed by ``layout`` (see :mod:`ring.layouts`). Memory per device is O(block) in forward and backward.
+
+    Args:
+      q: local queries [batch, block, q_heads, head_dim].
+      k, v: local keys/values [batch, block, kv_heads, head_dim]; q_heads % kv_heads == 0.
+      axis_name: the mesh axis that forms the ring.
+      causal: mask by global token position.
+      layout: "contiguous", "striped" or "zigzag": how global tokens were assigned to devices.
+      segment_ids: optional int [batch, block]; attention stays within equal ids.
+      query_chunk_size, key_chunk_size: chunk sizes of the blockwise loops (clipped to the block).
+      float32_logits: compute scores in float32 even for low-precision inputs.
+
+    Returns:
+      Local attention output [batch, block, q_heads, head_dim] in q's dtype.
+    """
+    cfg = _make_config(q, k, v, segment_ids, axis_name, causal, layout, query_chunk_size, key_chunk_size,
+                       float32_logits)
+    return _ring_attention(cfg, q, k, v, segment_ids)
+
+
+def blockwise_attention(q, k, v, *, causal: bool = True, segment_ids=None, query_chunk_size: int = 512,
+                        key_chunk_size: int = 512, float32_logits: bool = True):
+    """Memory-efficient exact attention on one device (a ring of one; Rabe & Staats, BPT).
+
+    Same arguments as :func:`ring.reference_attention` plus chunk sizes; memory is O(chunk^2), not O(seq^2),
+    in forward and backward.
+    """
+    cfg = _make_config(q, k, v, segment_ids, None, causal, "contiguous", query_chunk_size, key_chunk_size,
+                       float32_logits)
+    return _ring_attention(cfg, q, k, v, segment_ids)
+
+
+def _make_config(q, k, v, segment_ids, axis_name, causal, layout, query_chunk_size, key_chunk_size,
+                 float32_logits) -> _Ring:
+    check_attention_inputs(q, k, v, segment_ids)
+    check_layout(layout)
+    block = q.shape[1]
+    if layout == "zigzag" and axis_name is not None and block % 2:
+        raise ValueError(f"layout='zigzag' needs an even per-device block, got {block} tokens")
+    q_chunk, k_chunk = min(query_chunk_size, block), min(key_chunk_size, block)
+    check_chunk("query_chunk_size", q_chunk, block)
+    check_chunk("key_chunk_size", k_chunk, block)
+    return _Ring(axis_name, bool(causal), layout, q_chunk, k_chunk, bool(float32_logits))

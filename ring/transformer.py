@@ -1,0 +1,178 @@
+"""A pre-norm transformer stack whose attention is injected: dense, blockwise, or ring.
+
+The stack adds no positional information: callers embed positions (the agent uses timesteps and
+trajectory indices). Feed-forward layers run blockwise (:func:`ring.blockwise_feedforward`), and each layer
+can be rematerialised, so a layer's activation memory is O(block) in sequence length when attention is
+blockwise or ring.
+
+Parameter names are stable for sharding rules: ``layers_{i}/attention/{query,key,value,out}/kernel`` and
+``layers_{i}/mlp/{wi,wo}`` (or ``layers/...`` with a leading layer axis when scanned).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ring.feedforward import blockwise_feedforward
+from ring.reference import reference_attention
+from ring.ring_attention import blockwise_attention
+from ring.sharded import sharded_attention
+
+AttentionFn = Callable[..., jax.Array]  # (q, k, v, segment_ids) -> out, all [batch, seq, heads, head_dim]
+
+REMAT_POLICIES = {
+    "none": None,
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str = "sp", batch_axis=None,
+                   layout: str = "zigzag", natural_order: bool = True, query_chunk_size: int = 512,
+                   key_chunk_size: int = 512) -> AttentionFn:
+    """An attention function ``fn(q, k, v, segment_ids)`` for :class:`Transformer`.
+
+    Args:
+      kind: "reference" (dense), "blockwise" (one device, O(chunk) memory) or "ring" (sequence sharded
+        over ``mesh`` axis ``axis_name``; the other arguments as in :func:`ring.sharded_attention`).
+    """
+    if kind == "reference":
+        return lambda q, k, v, segment_ids=None: reference_attention(q, k, v, causal=causal, segment_ids=segment_ids)
+    if kind == "blockwise":
+        return lambda q, k, v, segment_ids=None: blockwise_attention(
+            q, k, v, causal=causal, segment_ids=segment_ids,
+            query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size)
+    if kind == "ring":
+        if mesh is None:
+            raise ValueError("make_attention('ring') needs mesh=")
+        return lambda q, k, v, segment_ids=None: sharded_attention(
+            q, k, v, mesh=mesh, axis_name=axis_name, batch_axis=batch_axis, causal=causal, layout=layout,
+            segment_ids=segment_ids, query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size,
+            natural_order=natural_order)
+    raise ValueError(f"attention kind={kind!r} is unknown; expected 'reference', 'blockwise' or 'ring'")
+
+
+class Attention(nn.Module):
+    """Multi-head (grouped-query) self-attention with an injected attention function."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    attention_fn: AttentionFn
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, segment_ids=None):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+        dense = functools.partial(nn.DenseGeneral, axis=-1, dtype=self.dtype, use_bias=False)
+        q = dense((self.num_heads, self.head_dim), name="query")(x)
+        k = dense((self.num_kv_heads, self.head_dim), name="key")(x)
+        v = dense((self.num_kv_heads, self.head_dim), name="value")(x)
+        out = self.attention_fn(q, k, v, segment_ids)
+        return nn.DenseGeneral(x.shape[-1], axis=(-2, -1), dtype=self.dtype, use_bias=False, name="out")(out)
+
+
+class FeedForward(nn.Module):
+    """Two-layer MLP applied blockwise along the sequence."""
+
+    hidden_dim: int
+    chunk_size: int
+    activation: str = "gelu"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        dim = x.shape[-1]
+        init = nn.initializers.lecun_normal()
+        wi = self.param("wi", init, (dim, self.hidden_dim))
+        bi = self.param("bi", nn.initializers.zeros, (self.hidden_dim,))
+        wo = self.param("wo", init, (self.hidden_dim, dim))
+        bo = self.param("bo", nn.initializers.zeros, (dim,))
+        act = {"gelu": nn.gelu, "relu": nn.relu, "silu": nn.silu}.get(self.activation)
+        if act is None:
+            raise ValueError(f"activation={self.activation!r} is unknown; expected gelu, relu or silu")
+
+        def mlp(x_chunk):
+            h = act(x_chunk.astype(self.dtype) @ wi.astype(self.dtype) + bi.astype(self.dtype))
+            return h @ wo.astype(self.dtype) + bo.astype(self.dtype)
+
+        return blockwise_feedforward(mlp, x, self.chunk_size)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``x + attn(norm(x))``, then ``x + ffn(norm(x))``."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    mlp_dim: int
+    attention_fn: AttentionFn
+    ffn_chunk_size: int = 512
+    activation: str = "gelu"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, segment_ids=None):
+        h = nn.LayerNorm(dtype=self.dtype, name="attention_norm")(x)
+        x = x + Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.attention_fn, self.dtype,
+                          name="attention")(h, segment_ids)
+        h = nn.LayerNorm(dtype=self.dtype, name="mlp_norm")(x)
+        return x + FeedForward(self.mlp_dim, self.ffn_chunk_size, self.activation, self.dtype, name="mlp")(h)
+
+
+class _ScanBlock(TransformerBlock):
+    """A block with the ``(carry, x) -> (carry, y)`` signature that ``nn.scan`` wants."""
+
+    def __call__(self, x, segment_ids=None):
+        return super().__call__(x, segment_ids), None
+
+
+class Transformer(nn.Module):
+    """``num_layers`` blocks and a final LayerNorm over embeddings [batch, seq, dim].
+
+    Attributes:
+      remat_policy: a key of ``REMAT_POLICIES``; "none" saves every activation, "nothing_saveable"
+        recomputes each layer in the backward pass.
+      scan_layers: run the layers under ``nn.scan`` (one compiled layer, parameters with a leading
+        layer axis) instead of unrolling them.
+    """
+
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    mlp_dim: int
+    attention_fn: AttentionFn
+    ffn_chunk_size: int = 512
+    activation: str = "gelu"
+    remat_policy: str = "nothing_saveable"
+    scan_layers: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, segment_ids=None):
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy={self.remat_policy!r} is unknown; expected one of {list(REMAT_POLICIES)}")
+        block_args = dict(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim,
+                          mlp_dim=self.mlp_dim, attention_fn=self.attention_fn, ffn_chunk_size=self.ffn_chunk_size,
+                          activation=self.activation, dtype=self.dtype)
+        policy = REMAT_POLICIES[self.remat_policy]
+        if self.scan_layers:
+            block = _ScanBlock
+            if self.remat_policy != "none":
+                block = nn.remat(block, policy=policy, prevent_cse=False)
+            scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                              in_axes=nn.broadcast, length=self.num_layers)
+            x, _ = scanned(**block_args, name="layers")(x, segment_ids)
+        else:
+            block = TransformerBlock if self.remat_policy == "none" else nn.remat(TransformerBlock, policy=policy)
+            for i in range(self.num_layers):
+                x = block(**block_args, name=f"layers_{i}")(x, segment_ids)
+        return nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
