@@ -55,11 +55,24 @@ class _Ring:
         perm = [(i, (i + 1) % n) for i in range(n)]
         return lax.ppermute(tree, self.axis_name, perm)
 
-    def varying(self, tree):
-        """Marks loop carries created here as device-varying, as ``check_vma=True`` requires."""
+    def varying_like(self, tree, like):
+        """Gives loop carries created here the device-varying type of ``like``, as ``check_vma=True`` wants.
+
+        Inside ``shard_map`` an input varies over every mesh axis that shards it (the ring axis, and a
+        batch axis when there is one); a fresh zero does not, and loop carries must match exactly.
+        """
         if self.axis_name is None:
             return tree
-        return jax.tree.map(lambda x: lax.pcast(x, self.axis_name, to="varying"), tree)
+        axes = _varying_axes(like) or (self.axis_name,)
+        return jax.tree.map(lambda x: lax.pcast(x, axes, to="varying"), tree)
+
+
+def _varying_axes(x) -> tuple[str, ...]:
+    """Mesh axes over which ``x`` varies inside ``shard_map`` (the attribute moved between JAX versions)."""
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)
+    axes = manual.varying if manual is not None else getattr(aval, "vma", ())
+    return tuple(sorted(axes))
 
 
 def _group(q, kv_heads):
@@ -94,7 +107,7 @@ def _ring_forward(cfg: _Ring, q, k, v, segment_ids):
 
     # n steps and n hops: the last hop (the blocks going home) is spare, but it keeps the loop uniform,
     # so XLA compiles one copy of the kernel and the same steady-state memory for every ring size.
-    state, _ = lax.fori_loop(0, n, step, (cfg.varying(kernel.init_state(qg)), (k, v, segment_ids)))
+    state, _ = lax.fori_loop(0, n, step, (cfg.varying_like(kernel.init_state(qg), q), (k, v, segment_ids)))
     out, lse = kernel.finalize(state, q.dtype)
     return out.reshape(q.shape), lse
 
@@ -129,8 +142,8 @@ def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
         return dq, incoming_kv, cfg.shift((dk, dv))
 
     # After n hops every dk/dv accumulator is back on the device that owns its K/V block.
-    zeros = cfg.varying((jnp.zeros(qg.shape, jnp.float32),
-                         jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)))
+    zeros = cfg.varying_like((jnp.zeros(qg.shape, jnp.float32),
+                         jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)), q)
     dq, _, (dk, dv) = lax.fori_loop(0, n, step, (zeros[0], (k, v, segment_ids), zeros[1:]))
     return dq.reshape(q.shape).astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 

@@ -1,0 +1,51 @@
+"""Per-device memory of the compiled programs, read from XLA's memory analysis (deterministic)."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from ring import make_mesh, reference_attention, sharded_attention
+
+HEADS, HEAD_DIM, CHUNK = 4, 64, 128
+
+
+def _temp_bytes(fn, seq, mesh=None):
+    sharding = None if mesh is None else NamedSharding(mesh, P(None, "sp"))
+    shape = jax.ShapeDtypeStruct((1, seq, HEADS, HEAD_DIM), jnp.float32, sharding=sharding)
+
+    def loss(q, k, v):
+        return jnp.sum(fn(q, k, v))
+
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(shape, shape, shape).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def _ring_temp(num_devices, block, layout="zigzag"):
+    mesh = make_mesh("sp=-1", jax.devices()[:num_devices])
+
+    # Tokens already in the ring layout, as a model holds them: this is the ring kernel's own memory.
+    def fn(q, k, v):
+        return sharded_attention(q, k, v, mesh=mesh, layout=layout, query_chunk_size=CHUNK,
+                                 key_chunk_size=CHUNK, natural_order=False)
+
+    return _temp_bytes(fn, num_devices * block, mesh)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "zigzag"])
+def test_ring_memory_flat_in_device_count(layout):
+    two, eight = _ring_temp(2, 512, layout), _ring_temp(8, 512, layout)
+    assert eight <= 1.1 * two, (two, eight)
+
+
+def test_ring_memory_linear_in_block():
+    small, large = _ring_temp(4, 512), _ring_temp(4, 1024)
+    assert large <= 2.2 * small, (small, large)
+    assert large >= 1.5 * small, (small, large)  # it does scale with the block: the analysis sees the buffers
+
+
+def test_dense_memory_grows_quadratically():
+    # The [heads, seq, seq] scores dominate from 2K tokens on: doubling the sequence quadruples memory.
+    small = _temp_bytes(lambda q, k, v: reference_attention(q, k, v), 2048)
+    large = _temp_bytes(lambda q, k, v: reference_attention(q, k, v), 4096)
+    assert large >= 3.5 * small, (small, large)
