@@ -75,41 +75,47 @@ def _varying_axes(x) -> tuple[str, ...]:
     return tuple(sorted(axes))
 
 
-def _group(q, kv_heads):
+def _heads_major_q(q, kv_heads):
+    """[b, s, hq, d] -> [b, hkv, g, s, d]: the kernel's layout, query heads grouped by K/V head."""
     batch, seq, q_heads, head_dim = q.shape
-    return q.reshape(batch, seq, kv_heads, q_heads // kv_heads, head_dim)
+    return q.reshape(batch, seq, kv_heads, q_heads // kv_heads, head_dim).transpose(0, 2, 3, 1, 4)
+
+
+def _heads_major_kv(x):
+    """[b, s, hkv, d] -> [b, hkv, s, d]."""
+    return x.transpose(0, 2, 1, 3)
+
+
+def _seq_major_q(x, shape):
+    """Inverse of :func:`_heads_major_q`."""
+    return x.transpose(0, 3, 1, 2, 4).reshape(shape)
 
 
 def _ring_forward(cfg: _Ring, q, k, v, segment_ids):
     """Returns the output [b, s, hq, d] and lse [b, hkv, g, s] of the local query block."""
     batch, block, q_heads, head_dim = q.shape
     n, me = cfg.size(), cfg.index()
-    scale = 1.0 / math.sqrt(head_dim)
-    qg = _group(q, k.shape[2])
+    qh = _heads_major_q(q, k.shape[2])
     q_pos = cfg.positions(me, block)
-    fold = functools.partial(kernel.block_forward, causal=cfg.causal, q_chunk=cfg.q_chunk,
-                             k_chunk=cfg.k_chunk, scale=scale, float32_logits=cfg.float32_logits)
-
-    def attend(state, step, kv):
-        k_blk, v_blk, seg_blk = kv
-        k_pos = cfg.positions((me - step) % n, block)
-        return lax.cond(
-            kernel.block_may_attend(q_pos, k_pos, cfg.causal),
-            lambda s: fold(s, qg, k_blk, v_blk, q_pos, k_pos, segment_ids, seg_blk),
-            lambda s: s,
-            state,
-        )
+    fold = functools.partial(kernel.block_forward, causal=cfg.causal, q_chunk=cfg.q_chunk, k_chunk=cfg.k_chunk,
+                             scale=1.0 / math.sqrt(head_dim), float32_logits=cfg.float32_logits)
 
     def step(i, carry):
         state, kv = carry
         incoming = cfg.shift(kv)  # issued before the compute that does not depend on it
-        return attend(state, i, kv), incoming
+        k_blk, v_blk, seg_blk = kv
+        k_pos = cfg.positions((me - i) % n, block)
+        state = lax.cond(kernel.block_may_attend(q_pos, k_pos, cfg.causal),
+                         lambda s: fold(s, qh, k_blk, v_blk, q_pos, k_pos, segment_ids, seg_blk),
+                         lambda s: s, state)
+        return state, incoming
 
     # n steps and n hops: the last hop (the blocks going home) is spare, but it keeps the loop uniform,
     # so XLA compiles one copy of the kernel and the same steady-state memory for every ring size.
-    state, _ = lax.fori_loop(0, n, step, (cfg.varying_like(kernel.init_state(qg), q), (k, v, segment_ids)))
+    kv = (_heads_major_kv(k), _heads_major_kv(v), segment_ids)
+    state, _ = lax.fori_loop(0, n, step, (cfg.varying_like(kernel.init_state(qh), q), kv))
     out, lse = kernel.finalize(state, q.dtype)
-    return out.reshape(q.shape), lse
+    return _seq_major_q(out, q.shape), lse
 
 
 def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
@@ -117,35 +123,29 @@ def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
     batch, block, q_heads, head_dim = q.shape
     kv_heads = k.shape[2]
     n, me = cfg.size(), cfg.index()
-    scale = 1.0 / math.sqrt(head_dim)
-    qg = _group(q, kv_heads)
-    dog = _group(dout, kv_heads)
-    delta = jnp.einsum("bqhgd,bqhgd->bhgq", dog.astype(jnp.float32), _group(out, kv_heads).astype(jnp.float32))
+    qh, doh = _heads_major_q(q, kv_heads), _heads_major_q(dout, kv_heads)
+    delta = jnp.sum(doh.astype(jnp.float32) * _heads_major_q(out, kv_heads).astype(jnp.float32), axis=-1)
     q_pos = cfg.positions(me, block)
-    add = functools.partial(kernel.block_backward, causal=cfg.causal, q_chunk=cfg.q_chunk,
-                            k_chunk=cfg.k_chunk, scale=scale)
-
-    def attend(dq, step, kv, dkv):
-        k_blk, v_blk, seg_blk = kv
-        k_pos = cfg.positions((me - step) % n, block)
-        return lax.cond(
-            kernel.block_may_attend(q_pos, k_pos, cfg.causal),
-            lambda g: add(g, qg, k_blk, v_blk, dog, lse, delta, q_pos, k_pos, segment_ids, seg_blk),
-            lambda g: g,
-            (dq, *dkv),
-        )
+    add = functools.partial(kernel.block_backward, causal=cfg.causal, q_chunk=cfg.q_chunk, k_chunk=cfg.k_chunk,
+                            scale=1.0 / math.sqrt(head_dim))
 
     def step(i, carry):
         dq, kv, dkv = carry
         incoming_kv = cfg.shift(kv)
-        dq, dk, dv = attend(dq, i, kv, dkv)
+        k_blk, v_blk, seg_blk = kv
+        k_pos = cfg.positions((me - i) % n, block)
+        dq, dk, dv = lax.cond(
+            kernel.block_may_attend(q_pos, k_pos, cfg.causal),
+            lambda g: add(g, qh, k_blk, v_blk, doh, lse, delta, q_pos, k_pos, segment_ids, seg_blk),
+            lambda g: g, (dq, *dkv))
         return dq, incoming_kv, cfg.shift((dk, dv))
 
     # After n hops every dk/dv accumulator is back on the device that owns its K/V block.
-    zeros = cfg.varying_like((jnp.zeros(qg.shape, jnp.float32),
-                         jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)), q)
-    dq, _, (dk, dv) = lax.fori_loop(0, n, step, (zeros[0], (k, v, segment_ids), zeros[1:]))
-    return dq.reshape(q.shape).astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+    kh, vh = _heads_major_kv(k), _heads_major_kv(v)
+    zeros = cfg.varying_like(tuple(jnp.zeros(x.shape, jnp.float32) for x in (qh, kh, vh)), q)
+    dq, _, (dk, dv) = lax.fori_loop(0, n, step, (zeros[0], (kh, vh, segment_ids), zeros[1:]))
+    return (_seq_major_q(dq, q.shape).astype(q.dtype), _heads_major_kv(dk).astype(k.dtype),
+            _heads_major_kv(dv).astype(v.dtype))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
