@@ -1,1 +1,37 @@
-"""ringrl envs package."""
+"""ringrl environments: task names to `dm_env.Environment`s, reward relabelling, batches and video.
+
+    env = envs.make("walker_walk", seed=0)          # flat float32 observations, actions in [-1, 1]
+    envs.relabel_rewards("walker_run", physics_states, actions)
+    batch = envs.make_batch("cartpole_swingup", 8, seed=0)
+
+Simulators (dm_control, mujoco, gymnasium) and renderers are imported only when first needed.
+"""
+
+from envs.batch import BatchEnv, BatchStep, make_batch
+from envs.dm_env_to_gymnasium import to_gymnasium
+from envs.gymnasium_to_dm_env import GymnasiumToDmEnv
+from envs.make import TaskEnv, make
+from envs.registry import TaskSpec, canonical_name, list_tasks, task_spec
+from envs.relabel import Relabeler, physics_state, relabel_rewards
+from envs.video import FrameRenderer, RenderingUnavailableError, record_episodes, write_video
+
+__all__ = [
+    "BatchEnv",
+    "BatchStep",
+    "FrameRenderer",
+    "GymnasiumToDmEnv",
+    "Relabeler",
+    "RenderingUnavailableError",
+    "TaskEnv",
+    "TaskSpec",
+    "canonical_name",
+    "list_tasks",
+    "make",
+    "make_batch",
+    "physics_state",
+    "record_episodes",
+    "relabel_rewards",
+    "task_spec",
+    "to_gymnasium",
+    "write_video",
+]

@@ -1,0 +1,124 @@
+"""Physics states out of environments, and rewards recomputed from stored physics states.
+
+ExoRL stores `physics` (dm_control `physics.get_state()`) per step and relabels rewards for any task of
+the same domain: set each state and ask the task for its reward. Some dm_control rewards (walker,
+cartpole) also include a control cost read from `physics.data.ctrl`, which is not part of the state:
+pass the actions (the one that led to each state) to reproduce the online rewards exactly; without them
+the control is zero, as in ExoRL's own relabelling.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from envs import registry
+
+
+def physics_state(env: Any) -> np.ndarray:
+    """Returns a copy of the current physics state of an environment from `envs.make`.
+
+    Args:
+      env: a dm_control-based environment (anything with `.physics`) or a gymnasium MuJoCo one
+        (anything with `.gym_env`).
+
+    Returns:
+      float64 [physics_dim]: `physics.get_state()` for dm_control (qpos, qvel, act);
+      qpos followed by qvel for gymnasium MuJoCo tasks.
+
+    Raises:
+      ValueError: naming `env` when it has no MuJoCo simulator to read.
+    """
+    physics = getattr(env, "physics", None)
+    if physics is not None:
+        return np.array(physics.get_state(), dtype=np.float64)
+    gym_env = getattr(env, "gym_env", None)
+    data = getattr(getattr(gym_env, "unwrapped", None), "data", None)
+    if data is not None:
+        return np.concatenate([data.qpos, data.qvel]).astype(np.float64)
+    raise ValueError(f"env: {type(env).__name__} exposes neither `physics` nor a MuJoCo `gym_env`")
+
+
+class Relabeler:
+    """Recomputes a dm_control-based task's rewards from physics states; build once, call per episode.
+
+    Args:
+      name: a dm_control-based task name (e.g. "walker_run", "jaco_reach_top_left").
+
+    Raises:
+      ValueError: naming `name` when it is unknown or a gymnasium task (their rewards depend on the
+        transition, not on one state).
+    """
+
+    def __init__(self, name: str):
+        spec = registry.task_spec(name)
+        if spec.kind != registry.DM_CONTROL:
+            raise ValueError(
+                f"name: {spec.name!r} is a gymnasium task; its reward depends on the transition, "
+                "so it cannot be relabelled from physics states"
+            )
+        from envs import dm_control_tasks, wrappers
+
+        self._spec = spec
+        self._env = dm_control_tasks.load(spec.name, 0)
+        # Agent actions live in [-1, 1]; map them exactly as the environment from envs.make does.
+        self._to_ctrl = wrappers.RescaleActions(self._env).to_env_action
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    def __call__(self, physics_states, actions=None) -> np.ndarray:
+        """Rewards of the task at each physics state.
+
+        Args:
+          physics_states: float [T, physics_dim].
+          actions: optional float [T, action_dim] in [-1, 1]; actions[t] is the action whose step
+            ended in physics_states[t] (ExoRL's layout). Without it the control is zero.
+
+        Returns:
+          float32 [T].
+
+        Raises:
+          ValueError: naming `physics_states` or `actions` when their shapes are wrong.
+        """
+        states = np.asarray(physics_states, dtype=np.float64)
+        dim = self._spec.physics_dim
+        if states.ndim != 2 or states.shape[1] != dim:
+            raise ValueError(f"physics_states: expected shape [T, {dim}], got {states.shape}")
+        if actions is not None:
+            actions = np.asarray(actions, dtype=np.float64)
+            want = (states.shape[0], self._spec.action_dim)
+            if actions.shape != want:
+                raise ValueError(f"actions: expected shape {list(want)}, got {list(actions.shape)}")
+        physics, task = self._env.physics, self._env.task
+        rewards = np.empty((states.shape[0],), np.float32)
+        for t, state in enumerate(states):
+            with physics.reset_context():
+                physics.set_state(state)
+                if actions is not None:
+                    physics.set_control(self._to_ctrl(actions[t]))
+            rewards[t] = task.get_reward(physics)
+        return rewards
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_relabeler(name: str) -> Relabeler:
+    # Building the task's simulator costs 0.1-0.2 s: a dataset relabels file by file with one task.
+    return Relabeler(name)
+
+
+def relabel_rewards(name: str, physics_states, actions=None) -> np.ndarray:
+    """Rewards of task `name` at each physics state, from a simulator kept per task (not thread-safe).
+
+    Args:
+      name: a dm_control-based task name.
+      physics_states: float [T, physics_dim].
+      actions: optional float [T, action_dim] in [-1, 1], the actions that led to each state.
+
+    Returns:
+      float32 [T].
+    """
+    return _cached_relabeler(name)(physics_states, actions)
