@@ -34,7 +34,7 @@ def _parse(argv):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--chunk", type=int, default=512, help="query and key chunk size for every implementation")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up; the median is kept")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up; the median is kept")
     p.add_argument("--dense-budget-gib", type=float, default=4.0, help="skip dense attention above this temp size")
     p.add_argument("--no-official", action="store_true", help="skip the official ringattention package")
     p.add_argument("--out", type=Path, default=Path("bench_results/bench_ring.json"))
@@ -88,8 +88,8 @@ def _implementations(args, mesh):
     return impls
 
 
-def _measure(fn, shape, sharding, repeats):
-    """Per-device temp bytes and median seconds of the forward and of forward+backward."""
+def _compile(fn, shape, sharding):
+    """Compiled forward and forward+backward programs, their per-device temp bytes, and inputs."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -97,29 +97,38 @@ def _measure(fn, shape, sharding, repeats):
     def loss(q, k, v):
         return jnp.sum(fn(q, k, v))
 
-    programs = {"fwd": jax.jit(fn), "fwd+bwd": jax.jit(jax.grad(loss, argnums=(0, 1, 2)))}
     aval = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding)
     rng = np.random.default_rng(0)
     args = [jax.device_put(rng.standard_normal(shape, np.float32), sharding) for _ in range(3)]
-    row = {}
-    for name, program in programs.items():
+    programs, row = {}, {}
+    for name, program in (("fwd", jax.jit(fn)), ("fwd+bwd", jax.jit(jax.grad(loss, argnums=(0, 1, 2))))):
         compiled = program.lower(aval, aval, aval).compile()
         row[f"{name}_temp_bytes"] = int(compiled.memory_analysis().temp_size_in_bytes)
         jax.block_until_ready(compiled(*args))  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            jax.block_until_ready(compiled(*args))
-            times.append(time.perf_counter() - start)
-        row[f"{name}_seconds"] = statistics.median(times)
-    return row
+        programs[name] = compiled
+    return programs, args, row
+
+
+def _time_round_robin(candidates, repeats):
+    """Median seconds per program, timing every candidate once per round so that background load on a
+    shared machine falls on all of them alike."""
+    import jax
+
+    times = {(name, prog): [] for name, (programs, _) in candidates.items() for prog in programs}
+    for _ in range(repeats):
+        for name, (programs, args) in candidates.items():
+            for prog, compiled in programs.items():
+                start = time.perf_counter()
+                jax.block_until_ready(compiled(*args))
+                times[(name, prog)].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def _dense_temp_bytes(fn, shape):
     import jax
     import jax.numpy as jnp
 
-    aval = jax.ShapeDtypeStruct(shape, jnp.float32)
+    aval = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
     grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)), argnums=(0, 1, 2)))
     return grad.lower(aval, aval, aval).compile().memory_analysis().temp_size_in_bytes
 
@@ -129,15 +138,17 @@ def main(argv=None):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + f" --xla_force_host_platform_device_count={args.devices}")
     import jax
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
     from ring import make_mesh
 
     mesh = make_mesh("sp=-1", jax.devices()[: args.devices])
-    impls = _implementations(args, mesh)
     rows = []
     for seq in args.seqs:
+        # Every implementation gets the same chunks; the official package needs them within the block.
+        impls = _implementations(argparse.Namespace(**{**vars(args), "chunk": min(args.chunk, seq // args.devices)}), mesh)
         shape = (1, seq, args.heads, args.head_dim)
+        candidates, seq_rows = {}, {}
         for name, fn in impls.items():
             if name.startswith("dense"):
                 dense_temp = _dense_temp_bytes(fn, shape)
@@ -146,13 +157,19 @@ def main(argv=None):
                                  "fwd+bwd_temp_bytes": int(dense_temp)})
                     print(f"{name:22s} seq={seq:6d}  skipped: needs {dense_temp / 2**30:.1f} GiB", flush=True)
                     continue
-                sharding = NamedSharding(mesh, P())
+                sharding = SingleDeviceSharding(jax.devices()[0])
             else:
                 sharding = NamedSharding(mesh, P(None, "sp"))
-            row = {"impl": name, "seq": seq, **_measure(fn, shape, sharding, args.repeats)}
+            programs, inputs, row = _compile(fn, shape, sharding)
+            candidates[name] = (programs, inputs)
+            seq_rows[name] = {"impl": name, "seq": seq, **row}
+        for (name, prog), seconds in _time_round_robin(candidates, args.repeats).items():
+            seq_rows[name][f"{prog}_seconds"] = seconds
+        for row in seq_rows.values():
             rows.append(row)
-            print(f"{name:22s} seq={seq:6d}  fwd {row['fwd_seconds']:7.3f}s  fwd+bwd {row['fwd+bwd_seconds']:7.3f}s  "
-                  f"temp/device {row['fwd+bwd_temp_bytes'] / 2**20:8.1f} MiB", flush=True)
+            print(f"{row['impl']:22s} seq={seq:6d}  fwd {row['fwd_seconds']:7.3f}s  fwd+bwd {row['fwd+bwd_seconds']:7.3f}s"
+                  f"  temp/device {row['fwd+bwd_temp_bytes'] / 2**20:8.1f} MiB", flush=True)
+        del candidates
     table = _table(rows)
     print("\n" + table)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,12 +6,15 @@ scores exists at a time. Each chunk pair takes one of three branches: SKIP when 
 FLOPs), FULL when every pair may attend (no masking work), MASKED otherwise (the causal diagonal, segment
 boundaries).
 
-Shapes inside this module are heads-major, so that every chunk's matmuls are plain batched dots with no
-transposes (grouped-query attention keeps query heads grouped by their K/V head):
+Inputs stay in the caller's sequence-major layout (no copy of a whole block is made); each chunk is
+turned heads-major as it is sliced, and the float32 accumulators are heads-major, so every chunk matmul is
+a plain batched dot (grouped-query attention keeps query heads grouped by their K/V head):
 
-    q, o, do:  [batch, kv_heads, groups, q_len, head_dim]
-    k, v:      [batch, kv_heads, k_len, head_dim]
-    m, l, lse: [batch, kv_heads, groups, q_len]     (row statistics, float32)
+    q, do:         [batch, q_len, kv_heads, groups, head_dim]
+    k, v:          [batch, k_len, kv_heads, head_dim]
+    o, dq:         [batch, kv_heads, groups, q_len, head_dim]   (float32 accumulators)
+    dk, dv:        [batch, kv_heads, k_len, head_dim]           (float32 accumulators)
+    m, l, lse:     [batch, kv_heads, groups, q_len]             (row statistics, float32)
     pos:       int32 [len]                           (global token positions)
     seg:       int [batch, len] or None              (segment ids)
 
@@ -42,11 +45,11 @@ class SoftmaxState(NamedTuple):
 
 
 def init_state(q) -> SoftmaxState:
-    return SoftmaxState(
-        o=jnp.zeros(q.shape, F32),
-        m=jnp.full(q.shape[:-1], -jnp.inf, F32),
-        l=jnp.zeros(q.shape[:-1], F32),
-    )
+    """Empty state for queries q [b, q_len, h, g, d]."""
+    batch, q_len, heads, groups, head_dim = q.shape
+    stats = (batch, heads, groups, q_len)
+    return SoftmaxState(o=jnp.zeros(stats + (head_dim,), F32), m=jnp.full(stats, -jnp.inf, F32),
+                        l=jnp.zeros(stats, F32))
 
 
 def finalize(state: SoftmaxState, dtype):
@@ -107,8 +110,26 @@ def _dot(spec, a, b):
     return jnp.einsum(spec, a, b, preferred_element_type=F32)
 
 
+def _dot_rows(a, b):
+    """``einsum("bhgqk,bhgqd->bhkd")`` with (g, q) merged first, so the dot has one contracting
+    dimension and XLA needs no transposed copy of the [.., q, k] operand."""
+    batch, heads, groups, q_len, k_len = a.shape
+    return _dot("bhnk,bhnd->bhkd", a.reshape(batch, heads, groups * q_len, k_len),
+                b.reshape(batch, heads, groups * q_len, b.shape[-1]))
+
+
 def _slice(x, start, size, axis):
     return x if x is None else lax.dynamic_slice_in_dim(x, start, size, axis)
+
+
+def _q_chunk(x, start, size):
+    """Chunk [b, size, h, g, d] of a sequence-major query-like array, heads-major: [b, h, g, size, d]."""
+    return jnp.moveaxis(_slice(x, start, size, 1), 1, 3)
+
+
+def _kv_chunk(x, start, size):
+    """Chunk [b, size, h, d] of a sequence-major key/value array, heads-major: [b, h, size, d]."""
+    return jnp.moveaxis(_slice(x, start, size, 1), 1, 2)
 
 
 def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk, k_chunk, scale,
@@ -117,8 +138,8 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
 
     Args:
       state: SoftmaxState of the query block.
-      q: [b, h, g, q_len, d].
-      k, v: [b, h, k_len, d].
+      q: [b, q_len, h, g, d].
+      k, v: [b, k_len, h, d].
       q_pos, k_pos: int32 global positions [q_len], [k_len].
       q_seg, k_seg: segment ids [b, q_len], [b, k_len], or both None.
       causal: mask keys after the query.
@@ -129,12 +150,12 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
     Returns:
       The updated SoftmaxState.
     """
-    q_len, k_len = q.shape[3], k.shape[2]
+    q_len, k_len = q.shape[1], k.shape[1]
     logit_dtype = F32 if float32_logits else q.dtype
 
     def query_chunk(qi, state):
         qs = qi * q_chunk
-        q_c = _slice(q, qs, q_chunk, 3).astype(logit_dtype) * jnp.asarray(scale, logit_dtype)
+        q_c = _q_chunk(q, qs, q_chunk).astype(logit_dtype) * jnp.asarray(scale, logit_dtype)
         qp_c, qseg_c = _slice(q_pos, qs, q_chunk, 0), _slice(q_seg, qs, q_chunk, 1)
         chunk_state = SoftmaxState(*(_slice(x, qs, q_chunk, 3) for x in state))
 
@@ -145,7 +166,7 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
 
             def attend(masked):
                 def run(cs):
-                    k_c = _slice(k, ks, k_chunk, 2).astype(logit_dtype)
+                    k_c = _kv_chunk(k, ks, k_chunk).astype(logit_dtype)
                     s = _dot("bhgqd,bhkd->bhgqk", q_c, k_c)
                     if masked:
                         chunk_mask = _mask(qp_c, kp_c, None, None, causal) if mask is None else mask
@@ -155,7 +176,7 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
                     m_safe = jnp.where(jnp.isneginf(m_new), 0.0, m_new) if masked else m_new
                     p = jnp.exp(s - m_safe[..., None])
                     alpha = jnp.exp(cs.m - m_safe)
-                    pv = _dot("bhgqk,bhkd->bhgqd", p.astype(v.dtype), _slice(v, ks, k_chunk, 2))
+                    pv = _dot("bhgqk,bhkd->bhgqd", p.astype(v.dtype), _kv_chunk(v, ks, k_chunk))
                     return SoftmaxState(cs.o * alpha[..., None] + pv, m_new, cs.l * alpha + jnp.sum(p, axis=-1))
 
                 return run
@@ -175,21 +196,21 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
     Args:
       grads: (dq [b, h, g, q_len, d], dk [b, h, k_len, d], dv [b, h, k_len, d]) float32 accumulators;
         dq is the query block's, dk/dv belong to this K/V block.
-      q: [b, h, g, q_len, d]; k, v: [b, h, k_len, d].
-      do: output cotangent [b, h, g, q_len, d].
+      q: [b, q_len, h, g, d]; k, v: [b, k_len, h, d].
+      do: output cotangent [b, q_len, h, g, d].
       lse, delta: [b, h, g, q_len] float32, log-sum-exp and rowsum(do * out) over the whole sequence.
       scale: the score scale, 1/sqrt(head_dim).
 
     Returns:
       The updated (dq, dk, dv).
     """
-    q_len, k_len = q.shape[3], k.shape[2]
+    q_len, k_len = q.shape[1], k.shape[1]
     lse = jnp.where(jnp.isneginf(lse), 0.0, lse)  # rows with no keys: every p below is 0 anyway
 
     def key_chunk(ki, grads):
         dq, dk, dv = grads
         ks = ki * k_chunk
-        k_c, v_c = _slice(k, ks, k_chunk, 2).astype(F32), _slice(v, ks, k_chunk, 2).astype(F32)
+        k_c, v_c = _kv_chunk(k, ks, k_chunk).astype(F32), _kv_chunk(v, ks, k_chunk).astype(F32)
         kp_c, kseg_c = _slice(k_pos, ks, k_chunk, 0), _slice(k_seg, ks, k_chunk, 1)
 
         def query_chunk(qi, carry):
@@ -200,16 +221,16 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
             def attend(masked):
                 def run(carry):
                     dq, dk_c, dv_c = carry
-                    q_c = _slice(q, qs, q_chunk, 3).astype(F32) * scale
-                    do_c = _slice(do, qs, q_chunk, 3).astype(F32)
+                    q_c = _q_chunk(q, qs, q_chunk).astype(F32) * scale
+                    do_c = _q_chunk(do, qs, q_chunk).astype(F32)
                     p = jnp.exp(_dot("bhgqd,bhkd->bhgqk", q_c, k_c) - _slice(lse, qs, q_chunk, 3)[..., None])
                     if masked:
                         chunk_mask = _mask(qp_c, kp_c, None, None, causal) if mask is None else mask
                         p = jnp.where(chunk_mask[:, None, None], p, 0.0)
-                    dv_c = dv_c + _dot("bhgqk,bhgqd->bhkd", p, do_c)
+                    dv_c = dv_c + _dot_rows(p, do_c)
                     ds = p * (_dot("bhgqd,bhkd->bhgqk", do_c, v_c) - _slice(delta, qs, q_chunk, 3)[..., None])
                     dq_c = _slice(dq, qs, q_chunk, 3) + scale * _dot("bhgqk,bhkd->bhgqd", ds, k_c)
-                    dk_c = dk_c + _dot("bhgqk,bhgqd->bhkd", ds, q_c)
+                    dk_c = dk_c + _dot_rows(ds, q_c)
                     return lax.dynamic_update_slice_in_dim(dq, dq_c, qs, 3), dk_c, dv_c
 
                 return run

@@ -75,27 +75,22 @@ def _varying_axes(x) -> tuple[str, ...]:
     return tuple(sorted(axes))
 
 
-def _heads_major_q(q, kv_heads):
-    """[b, s, hq, d] -> [b, hkv, g, s, d]: the kernel's layout, query heads grouped by K/V head."""
+def _grouped(q, kv_heads):
+    """[b, s, hq, d] -> [b, s, hkv, g, d]: query heads grouped by their K/V head (a free reshape)."""
     batch, seq, q_heads, head_dim = q.shape
-    return q.reshape(batch, seq, kv_heads, q_heads // kv_heads, head_dim).transpose(0, 2, 3, 1, 4)
+    return q.reshape(batch, seq, kv_heads, q_heads // kv_heads, head_dim)
 
 
-def _heads_major_kv(x):
-    """[b, s, hkv, d] -> [b, hkv, s, d]."""
-    return x.transpose(0, 2, 1, 3)
-
-
-def _seq_major_q(x, shape):
-    """Inverse of :func:`_heads_major_q`."""
-    return x.transpose(0, 3, 1, 2, 4).reshape(shape)
+def _seq_major(x, shape):
+    """Heads-major [b, hkv, g, s, d] accumulator -> [b, s, hq, d]."""
+    return jnp.moveaxis(x, 3, 1).reshape(shape)
 
 
 def _ring_forward(cfg: _Ring, q, k, v, segment_ids):
     """Returns the output [b, s, hq, d] and lse [b, hkv, g, s] of the local query block."""
     batch, block, q_heads, head_dim = q.shape
     n, me = cfg.size(), cfg.index()
-    qh = _heads_major_q(q, k.shape[2])
+    qg = _grouped(q, k.shape[2])
     q_pos = cfg.positions(me, block)
     fold = functools.partial(kernel.block_forward, causal=cfg.causal, q_chunk=cfg.q_chunk, k_chunk=cfg.k_chunk,
                              scale=1.0 / math.sqrt(head_dim), float32_logits=cfg.float32_logits)
@@ -106,16 +101,15 @@ def _ring_forward(cfg: _Ring, q, k, v, segment_ids):
         k_blk, v_blk, seg_blk = kv
         k_pos = cfg.positions((me - i) % n, block)
         state = lax.cond(kernel.block_may_attend(q_pos, k_pos, cfg.causal),
-                         lambda s: fold(s, qh, k_blk, v_blk, q_pos, k_pos, segment_ids, seg_blk),
+                         lambda s: fold(s, qg, k_blk, v_blk, q_pos, k_pos, segment_ids, seg_blk),
                          lambda s: s, state)
         return state, incoming
 
     # n steps and n hops: the last hop (the blocks going home) is spare, but it keeps the loop uniform,
     # so XLA compiles one copy of the kernel and the same steady-state memory for every ring size.
-    kv = (_heads_major_kv(k), _heads_major_kv(v), segment_ids)
-    state, _ = lax.fori_loop(0, n, step, (cfg.varying_like(kernel.init_state(qh), q), kv))
+    state, _ = lax.fori_loop(0, n, step, (cfg.varying_like(kernel.init_state(qg), q), (k, v, segment_ids)))
     out, lse = kernel.finalize(state, q.dtype)
-    return _seq_major_q(out, q.shape), lse
+    return _seq_major(out, q.shape), lse
 
 
 def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
@@ -123,8 +117,9 @@ def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
     batch, block, q_heads, head_dim = q.shape
     kv_heads = k.shape[2]
     n, me = cfg.size(), cfg.index()
-    qh, doh = _heads_major_q(q, kv_heads), _heads_major_q(dout, kv_heads)
-    delta = jnp.sum(doh.astype(jnp.float32) * _heads_major_q(out, kv_heads).astype(jnp.float32), axis=-1)
+    qg, dog = _grouped(q, kv_heads), _grouped(dout, kv_heads)
+    # rowsum(do * out), heads-major [b, h, g, s] like the saved lse.
+    delta = jnp.moveaxis(jnp.sum(dog.astype(jnp.float32) * _grouped(out, kv_heads).astype(jnp.float32), -1), 1, 3)
     q_pos = cfg.positions(me, block)
     add = functools.partial(kernel.block_backward, causal=cfg.causal, q_chunk=cfg.q_chunk, k_chunk=cfg.k_chunk,
                             scale=1.0 / math.sqrt(head_dim))
@@ -136,16 +131,17 @@ def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
         k_pos = cfg.positions((me - i) % n, block)
         dq, dk, dv = lax.cond(
             kernel.block_may_attend(q_pos, k_pos, cfg.causal),
-            lambda g: add(g, qh, k_blk, v_blk, doh, lse, delta, q_pos, k_pos, segment_ids, seg_blk),
+            lambda g: add(g, qg, k_blk, v_blk, dog, lse, delta, q_pos, k_pos, segment_ids, seg_blk),
             lambda g: g, (dq, *dkv))
         return dq, incoming_kv, cfg.shift((dk, dv))
 
     # After n hops every dk/dv accumulator is back on the device that owns its K/V block.
-    kh, vh = _heads_major_kv(k), _heads_major_kv(v)
-    zeros = cfg.varying_like(tuple(jnp.zeros(x.shape, jnp.float32) for x in (qh, kh, vh)), q)
-    dq, _, (dk, dv) = lax.fori_loop(0, n, step, (zeros[0], (kh, vh, segment_ids), zeros[1:]))
-    return (_seq_major_q(dq, q.shape).astype(q.dtype), _heads_major_kv(dk).astype(k.dtype),
-            _heads_major_kv(dv).astype(v.dtype))
+    kv_shape = (batch, kv_heads, block, head_dim)  # heads-major float32 accumulators
+    zeros = cfg.varying_like((kernel.init_state(qg).o, jnp.zeros(kv_shape, jnp.float32),
+                              jnp.zeros(kv_shape, jnp.float32)), q)
+    dq, _, (dk, dv) = lax.fori_loop(0, n, step, (zeros[0], (k, v, segment_ids), zeros[1:]))
+    return (_seq_major(dq, q.shape).astype(q.dtype), jnp.moveaxis(dk, 2, 1).astype(k.dtype),
+            jnp.moveaxis(dv, 2, 1).astype(v.dtype))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
