@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 
@@ -16,7 +17,8 @@ def blockwise_feedforward(fn, x, chunk_size: int, *, remat: bool = True):
     Args:
       fn: position-wise function [batch, chunk, ...] -> [batch, chunk, ...] (may close over parameters).
       x: [batch, seq, ...].
-      chunk_size: tokens per chunk; must divide seq. A chunk of seq or more means one call.
+      chunk_size: tokens per chunk. A chunk of seq or more means one call; when it does not divide seq,
+        the last ``seq % chunk_size`` tokens form one shorter chunk.
       remat: recompute each chunk in the backward pass.
 
     Returns:
@@ -27,9 +29,11 @@ def blockwise_feedforward(fn, x, chunk_size: int, *, remat: bool = True):
         raise ValueError(f"chunk_size={chunk_size} must be positive")
     if chunk_size >= seq:
         return fn(x)
-    if seq % chunk_size:
-        raise ValueError(f"chunk_size={chunk_size} must divide the sequence length {seq}")
     body = jax.checkpoint(fn) if remat else fn
-    chunks = x.reshape(batch, seq // chunk_size, chunk_size, *x.shape[2:]).swapaxes(0, 1)
+    whole = seq - seq % chunk_size
+    chunks = x[:, :whole].reshape(batch, whole // chunk_size, chunk_size, *x.shape[2:]).swapaxes(0, 1)
     out = lax.map(body, chunks)
-    return out.swapaxes(0, 1).reshape(batch, seq, *out.shape[3:])
+    out = out.swapaxes(0, 1).reshape(batch, whole, *out.shape[3:])
+    if whole == seq:
+        return out
+    return jnp.concatenate([out, body(x[:, whole:])], axis=1)

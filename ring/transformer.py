@@ -1,5 +1,10 @@
 """A pre-norm transformer stack whose attention is injected: dense, blockwise, or ring.
 
+Training calls ``model(x, segment_ids)``. Decoding calls ``model(x_new, cache=cache, positions=positions)``
+with a KV cache from :func:`init_cache` and gets ``(y_new, cache)``: the new tokens' keys and values are
+written into the cache at ``positions`` and attended over with ``cached_attention_fn`` (dense, or sharded
+over the ring axis with an exact log-sum-exp merge; :mod:`ring.decode`).
+
 The stack adds no positional information: callers embed positions (the agent uses timesteps and
 trajectory indices). Feed-forward layers run blockwise (:func:`ring.blockwise_feedforward`), and each layer
 can be rematerialised, so a layer's activation memory is O(block) in sequence length when attention is
@@ -18,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ring.decode import cached_attention, write_cache
 from ring.feedforward import blockwise_feedforward
 from ring.reference import reference_attention
 from ring.ring_attention import blockwise_attention
@@ -66,17 +72,25 @@ class Attention(nn.Module):
     head_dim: int
     attention_fn: AttentionFn
     dtype: jnp.dtype = jnp.float32
+    cached_attention_fn: Callable = cached_attention
 
     @nn.compact
-    def __call__(self, x, segment_ids=None):
+    def __call__(self, x, segment_ids=None, cache=None, positions=None):
+        """Returns the output, or ``(output, (k_cache, v_cache))`` when decoding with ``cache``."""
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
         dense = functools.partial(nn.DenseGeneral, axis=-1, dtype=self.dtype, use_bias=False)
         q = dense((self.num_heads, self.head_dim), name="query")(x)
         k = dense((self.num_kv_heads, self.head_dim), name="key")(x)
         v = dense((self.num_kv_heads, self.head_dim), name="value")(x)
-        out = self.attention_fn(q, k, v, segment_ids)
-        return nn.DenseGeneral(x.shape[-1], axis=(-2, -1), dtype=self.dtype, use_bias=False, name="out")(out)
+        if cache is None:
+            out = self.attention_fn(q, k, v, segment_ids)
+        else:
+            k_cache, v_cache = (write_cache(c, new, positions[:, 0]) for c, new in zip(cache, (k, v)))
+            out = self.cached_attention_fn(q, k_cache, v_cache, positions)
+            cache = (k_cache, v_cache)
+        out = nn.DenseGeneral(x.shape[-1], axis=(-2, -1), dtype=self.dtype, use_bias=False, name="out")(out)
+        return out if cache is None else (out, cache)
 
 
 class FeedForward(nn.Module):
@@ -117,21 +131,30 @@ class TransformerBlock(nn.Module):
     ffn_chunk_size: int = 512
     activation: str = "gelu"
     dtype: jnp.dtype = jnp.float32
+    cached_attention_fn: Callable = cached_attention
 
     @nn.compact
-    def __call__(self, x, segment_ids=None):
+    def __call__(self, x, segment_ids=None, cache=None, positions=None):
+        """Returns x, or ``(x, cache)`` when decoding with this layer's ``cache``."""
         h = nn.LayerNorm(dtype=self.dtype, name="attention_norm")(x)
-        x = x + Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.attention_fn, self.dtype,
-                          name="attention")(h, segment_ids)
+        attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.attention_fn, self.dtype,
+                         self.cached_attention_fn, name="attention")(h, segment_ids, cache, positions)
+        if cache is not None:
+            attn, cache = attn
+        x = x + attn
         h = nn.LayerNorm(dtype=self.dtype, name="mlp_norm")(x)
-        return x + FeedForward(self.mlp_dim, self.ffn_chunk_size, self.activation, self.dtype, name="mlp")(h)
+        x = x + FeedForward(self.mlp_dim, self.ffn_chunk_size, self.activation, self.dtype, name="mlp")(h)
+        return x if cache is None else (x, cache)
 
 
 class _ScanBlock(TransformerBlock):
-    """A block with the ``(carry, x) -> (carry, y)`` signature that ``nn.scan`` wants."""
+    """A block with the ``(carry, x) -> (carry, y)`` signature that ``nn.scan`` wants; the layer's
+    cache (when decoding) is the scanned input and output."""
 
-    def __call__(self, x, segment_ids=None):
-        return super().__call__(x, segment_ids), None
+    def __call__(self, x, cache, segment_ids=None, positions=None):
+        if cache is None:
+            return super().__call__(x, segment_ids), None
+        return super().__call__(x, segment_ids, cache, positions)
 
 
 class Transformer(nn.Module):
@@ -155,24 +178,57 @@ class Transformer(nn.Module):
     remat_policy: str = "nothing_saveable"
     scan_layers: bool = False
     dtype: jnp.dtype = jnp.float32
+    cached_attention_fn: Callable = cached_attention
 
     @nn.compact
-    def __call__(self, x, segment_ids=None):
+    def __call__(self, x, segment_ids=None, cache=None, positions=None):
+        """Args:
+          x: [batch, seq, dim] embeddings (the new tokens when decoding).
+          segment_ids: optional int [batch, seq] (training only).
+          cache: from :func:`init_cache`, to decode: the new tokens attend over everything written so far.
+          positions: int32 [batch, new] slots of the new tokens, consecutive per row (with ``cache``).
+
+        Returns:
+          [batch, seq, dim], or ``(that, cache)`` when decoding.
+        """
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy={self.remat_policy!r} is unknown; expected one of {list(REMAT_POLICIES)}")
         block_args = dict(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim,
                           mlp_dim=self.mlp_dim, attention_fn=self.attention_fn, ffn_chunk_size=self.ffn_chunk_size,
-                          activation=self.activation, dtype=self.dtype)
+                          activation=self.activation, dtype=self.dtype, cached_attention_fn=self.cached_attention_fn)
         policy = REMAT_POLICIES[self.remat_policy]
+        decoding = cache is not None
         if self.scan_layers:
             block = _ScanBlock
-            if self.remat_policy != "none":
+            if self.remat_policy != "none" and not decoding:
                 block = nn.remat(block, policy=policy, prevent_cse=False)
             scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                              in_axes=nn.broadcast, length=self.num_layers)
-            x, _ = scanned(**block_args, name="layers")(x, segment_ids)
+                              in_axes=(0, nn.broadcast, nn.broadcast), length=self.num_layers)
+            x, cache = scanned(**block_args, name="layers")(x, cache, segment_ids, positions)
         else:
-            block = TransformerBlock if self.remat_policy == "none" else nn.remat(TransformerBlock, policy=policy)
+            remat = self.remat_policy != "none" and not decoding  # nothing to save for a backward pass
+            block = nn.remat(TransformerBlock, policy=policy) if remat else TransformerBlock
+            new_cache = []
             for i in range(self.num_layers):
-                x = block(**block_args, name=f"layers_{i}")(x, segment_ids)
-        return nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
+                layer = block(**block_args, name=f"layers_{i}")
+                if decoding:
+                    x, layer_cache = layer(x, segment_ids, cache[i], positions)
+                    new_cache.append(layer_cache)
+                else:
+                    x = layer(x, segment_ids)
+            cache = tuple(new_cache) if decoding else None
+        x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
+        return (x, cache) if decoding else x
+
+
+def init_cache(model: Transformer, batch: int, max_len: int, dtype=jnp.float32):
+    """An empty KV cache for ``model``: per layer (k, v) [batch, max_len, kv_heads, head_dim].
+
+    Stacked with a leading layer axis when the model scans its layers. Place it with ``jax.device_put``
+    on a sharding that splits max_len over the ring axis to decode with a sharded cache.
+    """
+    shape = (batch, max_len, model.num_kv_heads, model.head_dim)
+    if model.scan_layers:
+        stacked = (model.num_layers,) + shape
+        return (jnp.zeros(stacked, dtype), jnp.zeros(stacked, dtype))
+    return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(model.num_layers))

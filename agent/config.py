@@ -1,0 +1,114 @@
+"""Configuration of the Agentic Transformer: one frozen dataclass, presets by name."""
+
+from __future__ import annotations
+
+import dataclasses
+
+TOKEN_LAYOUTS = ("fused", "interleaved")
+ACTION_HEADS = ("tanh", "gaussian")
+ATTENTIONS = ("reference", "blockwise", "ring")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The model and how it reads a context.
+
+    Attributes:
+      token_layout: "fused" (one token per step, modalities embedded together; the step's token holds
+        the state, target return-to-go, completion flag so far, and the previous step's action and
+        reward) or "interleaved" (one token per modality: return, state, action, reward).
+      use_returns: condition on returns-to-go and the completion flag (False: behaviour cloning).
+      use_rewards: condition on rewards.
+      num_layers, embed_dim, num_heads, num_kv_heads, mlp_ratio, activation: the transformer.
+      max_timestep: timesteps embedded (episode length after action repeat).
+      max_trajectories: trajectory indices embedded (trajectories in context, training and evaluation).
+      return_scale: returns-to-go are multiplied by this before embedding (e.g. 1/1000 for [0, 1000]).
+      action_head: "tanh" (deterministic, squashed to [-1, 1]) or "gaussian" (tanh-squashed mean and a
+        learned state-dependent log std; trained by negative log-likelihood).
+      attention: "reference" (dense), "blockwise" (one device, O(chunk) memory) or "ring" (sequence
+        sharded over the mesh axis "sp").
+      layout: ring layout ("contiguous", "striped", "zigzag").
+      query_chunk_size, key_chunk_size, ffn_chunk_size: blockwise chunk sizes (clipped to the block).
+      remat_policy: a key of ``ring.transformer.REMAT_POLICIES``.
+      scan_layers: run the layers under ``nn.scan``.
+      dropout: embedding dropout rate in training.
+    """
+
+    token_layout: str = "fused"
+    use_returns: bool = True
+    use_rewards: bool = True
+    num_layers: int = 2
+    embed_dim: int = 128
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    mlp_ratio: int = 4
+    activation: str = "relu"
+    max_timestep: int = 1024
+    max_trajectories: int = 64
+    return_scale: float = 1e-3
+    action_head: str = "tanh"
+    attention: str = "blockwise"
+    layout: str = "zigzag"
+    query_chunk_size: int = 512
+    key_chunk_size: int = 512
+    ffn_chunk_size: int = 512
+    remat_policy: str = "nothing_saveable"
+    scan_layers: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for name, value, allowed in (("token_layout", self.token_layout, TOKEN_LAYOUTS),
+                                     ("action_head", self.action_head, ACTION_HEADS),
+                                     ("attention", self.attention, ATTENTIONS)):
+            if value not in allowed:
+                raise ValueError(f"ModelConfig.{name}={value!r} is unknown; expected one of {allowed}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"ModelConfig.embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"ModelConfig.num_heads={self.num_heads} must be a multiple of "
+                             f"num_kv_heads={self.num_kv_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout={self.dropout} must be in [0, 1)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Token order within a step for the interleaved layout."""
+        names = (("return",) if self.use_returns else ()) + ("state", "action")
+        return names + (("reward",) if self.use_rewards else ())
+
+    @property
+    def tokens_per_step(self) -> int:
+        return 1 if self.token_layout == "fused" else len(self.modalities)
+
+    @property
+    def action_token(self) -> int:
+        """Index within a step of the token whose output predicts the step's action."""
+        return 0 if self.token_layout == "fused" else self.modalities.index("state")
+
+
+PRESETS = {
+    # Tests: seconds on a laptop CPU.
+    "tiny": ModelConfig(num_layers=2, embed_dim=32, num_heads=2, num_kv_heads=1, max_timestep=256,
+                        max_trajectories=16, query_chunk_size=64, key_chunk_size=64, ffn_chunk_size=64),
+    # CPU runs: the main job and sweeps on this machine.
+    "small": ModelConfig(num_layers=2, embed_dim=128, num_heads=4, num_kv_heads=4, max_timestep=1024,
+                         max_trajectories=64, query_chunk_size=256, key_chunk_size=256, ffn_chunk_size=256),
+    # The Agentic Transformer as published: 3 layers, 1 head, embedding 128, ReLU.
+    "paper": ModelConfig(num_layers=3, embed_dim=128, num_heads=1, num_kv_heads=1, activation="relu",
+                         max_timestep=1024, max_trajectories=128),
+    # The Ring Attention paper's RL model size: about 350M parameters.
+    "350m": ModelConfig(num_layers=24, embed_dim=1024, num_heads=16, num_kv_heads=16, activation="gelu",
+                        max_timestep=1024, max_trajectories=256, attention="ring", scan_layers=True,
+                        query_chunk_size=1024, key_chunk_size=1024, ffn_chunk_size=1024),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A named preset with field overrides; unknown names list the known ones."""
+    if name not in PRESETS:
+        raise ValueError(f"model preset {name!r} is unknown; known presets: {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)

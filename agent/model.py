@@ -1,0 +1,130 @@
+"""The Agentic Transformer: modality embeddings, the ring transformer stack, and an action head.
+
+Liu & Abbeel (2023), "Emergent Agentic Transformer from Chain of Hindsight Experience": a causal
+transformer over several trajectories sorted by return, predicting each action from the states,
+actions, rewards, target returns-to-go and completion flags before it. With ``attention="ring"`` the
+token sequence is put into the ring layout once, after embedding, and back once before the head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from agent.config import ModelConfig
+from ring.decode import make_cached_attention
+from ring.layouts import from_layout, to_layout
+from ring.transformer import Transformer, make_attention
+
+LOG_STD_RANGE = (-5.0, 2.0)
+
+
+class AgenticTransformer(nn.Module):
+    """Maps per-step inputs (``agent.tokens.STEP_KEYS``) to action predictions.
+
+    Attributes:
+      config: the ModelConfig.
+      action_dim: size of the action vector.
+      mesh: the device mesh, needed for ``attention="ring"`` and for a KV cache sharded over "sp".
+      batch_axes: mesh axes that shard the batch.
+    """
+
+    config: ModelConfig
+    action_dim: int
+    mesh: Any = None
+    batch_axes: tuple[str, ...] = ("dp", "fsdp")
+
+    def stack(self, decoding: bool = False) -> Transformer:
+        """The transformer stack (unbound; also gives the KV cache its shape)."""
+        cfg = self.config
+        if cfg.attention == "ring" and self.mesh is None:
+            raise ValueError("ModelConfig.attention='ring' needs AgenticTransformer(mesh=...)")
+        mesh = self.mesh if cfg.attention == "ring" else None
+        attention = make_attention(cfg.attention, mesh=mesh, batch_axis=self._batch_axis(), layout=cfg.layout,
+                                   natural_order=False, query_chunk_size=cfg.query_chunk_size,
+                                   key_chunk_size=cfg.key_chunk_size)
+        # Decoding shards the cache's length over "sp" and keeps the (small) batch of environments whole.
+        cached = make_cached_attention(mesh=self.mesh if decoding else None)
+        return Transformer(num_layers=cfg.num_layers, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
+                           head_dim=cfg.head_dim, mlp_dim=cfg.mlp_ratio * cfg.embed_dim, attention_fn=attention,
+                           ffn_chunk_size=cfg.ffn_chunk_size, activation=cfg.activation,
+                           remat_policy=cfg.remat_policy, scan_layers=cfg.scan_layers,
+                           cached_attention_fn=cached, parent=None)
+
+    def _batch_axis(self):
+        if self.mesh is None:
+            return None
+        axes = tuple(a for a in self.batch_axes if a in self.mesh.shape)
+        return axes or None
+
+    @nn.compact
+    def __call__(self, inputs: dict, *, train: bool = False, cache=None, positions=None, window=None):
+        """Action predictions for every step of ``inputs``.
+
+        Args:
+          inputs: ``agent.tokens.STEP_KEYS`` arrays, [B, S, ...].
+          train: apply dropout (needs a "dropout" RNG).
+          cache, positions, window: decoding: the tokens ``window = (start, end)`` of the embedded steps
+            are written into ``cache`` at ``positions`` [B, end - start] and the output of the last
+            one is returned.
+
+        Returns:
+          Training: dict with "action" [B, S, act] (and "log_std" for the Gaussian head).
+          Decoding: (that dict for the last fed token, [B, act]; updated cache).
+        """
+        cfg = self.config
+        tokens = self._embed(inputs)  # [B, S * tokens_per_step, D]
+        tokens = nn.Dropout(cfg.dropout, deterministic=not train)(tokens)
+        decoding = cache is not None
+        stack = self.stack(decoding).clone(parent=self, name="transformer")
+        if decoding:
+            start, end = window
+            h, cache = stack(tokens[:, start:end], cache=cache, positions=positions)
+            return self._head(h[:, -1]), cache
+        if cfg.attention == "ring":
+            n = self.mesh.shape["sp"]
+            h = from_layout(stack(to_layout(tokens, n, cfg.layout)), n, cfg.layout)
+        else:
+            h = stack(tokens)
+        batch, steps = inputs["observations"].shape[:2]
+        h = h.reshape(batch, steps, cfg.tokens_per_step, cfg.embed_dim)[:, :, cfg.action_token]
+        return self._head(h)
+
+    def _embed(self, inputs):
+        cfg = self.config
+        dim = cfg.embed_dim
+        dense = lambda name: nn.Dense(dim, name=name)  # noqa: E731
+        embed = {  # built only for the modalities this configuration reads
+            "return": lambda: (dense("return_embed")(inputs["returns_to_go"][..., None] * cfg.return_scale)
+                               + nn.Embed(2, dim, name="completion_embed")(
+                                   (inputs["returns_to_go"] <= 0).astype(jnp.int32))),  # target reached before t
+            "state": lambda: dense("state_embed")(inputs["observations"]),
+            "action": lambda: dense("action_embed")(inputs["actions"]),
+            "reward": lambda: dense("reward_embed")(inputs["rewards"][..., None]),
+        }
+        position = (nn.Embed(cfg.max_timestep, dim, name="timestep_embed")(inputs["timesteps"])
+                    + nn.Embed(cfg.max_trajectories, dim, name="trajectory_embed")(inputs["trajectory_index"]))
+        if cfg.token_layout == "fused":
+            step = embed["state"]() + dense("prev_action_embed")(inputs["prev_actions"])
+            if cfg.use_returns:
+                step = step + embed["return"]()
+            if cfg.use_rewards:
+                step = step + dense("prev_reward_embed")(inputs["prev_rewards"][..., None])
+            return nn.LayerNorm(name="embed_norm")(step + position)
+        stacked = jnp.stack([embed[name]() for name in cfg.modalities], axis=2) + position[:, :, None]
+        batch, steps = stacked.shape[:2]
+        return nn.LayerNorm(name="embed_norm")(stacked.reshape(batch, steps * len(cfg.modalities), dim))
+
+    def _head(self, h):
+        out = {"action": jnp.tanh(nn.Dense(self.action_dim, name="action_head")(h))}
+        if self.config.action_head == "gaussian":
+            log_std = nn.Dense(self.action_dim, name="log_std_head")(h)
+            out["log_std"] = jnp.clip(log_std, *LOG_STD_RANGE)
+        return out
+
+
+def count_params(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))

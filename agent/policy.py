@@ -1,0 +1,154 @@
+"""The in-context policy: acts in a batch of environments over several trials, each trial conditioned on
+the earlier ones, with a KV cache so an environment step costs O(context), not O(context^2).
+
+Trial ``i`` (trajectory index ``i``) sees trials ``0..i-1`` in the order they happened, then its own
+steps. The target return-to-go starts at ``target_return`` and falls by each reward; the completion flag
+is set once it reaches 0 (``agent.tokens``). Every environment keeps its own token count, so an
+environment whose episode ends early simply stops advancing: the next tokens it writes overwrite the
+slots nobody has read.
+
+``recompute=True`` runs the whole context through the model at every step instead (the simple twin of
+the cache, for tests; it needs environments that stay in lock step).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from agent.model import AgenticTransformer
+from agent.tokens import STEP_KEYS, decode_window
+from ring.transformer import init_cache
+
+
+class InContextPolicy:
+    """Acts for ``num_envs`` environments over up to ``num_trials`` trials of ``episode_length`` steps.
+
+    Args:
+      model: the AgenticTransformer (its ``mesh`` decides whether the cache is sharded over "sp").
+      params: its parameters.
+      num_envs, episode_length, num_trials: sizes of the evaluation (they fix the cache size).
+      target_return: the return the policy is asked for.
+      recompute: use full recomputation instead of the KV cache.
+    """
+
+    def __init__(self, model: AgenticTransformer, params, *, num_envs: int, obs_dim: int, episode_length: int,
+                 num_trials: int, target_return: float, recompute: bool = False):
+        cfg = model.config
+        if episode_length > cfg.max_timestep:
+            raise ValueError(f"episode_length={episode_length} exceeds the model's max_timestep={cfg.max_timestep}")
+        if num_trials > cfg.max_trajectories:
+            raise ValueError(f"num_trials={num_trials} exceeds the model's max_trajectories={cfg.max_trajectories}")
+        self.model, self.params, self.num_envs = model, params, num_envs
+        self.target_return, self.recompute = float(target_return), recompute
+        self.obs_dim, self.action_dim = obs_dim, model.action_dim
+        tokens = num_trials * episode_length * cfg.tokens_per_step
+        shards = model.mesh.shape["sp"] if model.mesh is not None else 1
+        self.max_tokens = -(-tokens // shards) * shards
+        self._decode = jax.jit(self._decode_fn, static_argnames=("window",), donate_argnums=(1,))
+        self._full = jax.jit(lambda params, inputs: model.apply({"params": params}, inputs)["action"][:, -1])
+        self.cache = init_cache(model.stack(decoding=True), num_envs, self.max_tokens)
+        if model.mesh is not None:  # the cache's length is split over the ring axis
+            sharding = NamedSharding(model.mesh, P(None, "sp"))
+            self.cache = jax.device_put(self.cache, sharding)
+        self.lengths = np.zeros(num_envs, np.int32)
+        self.trial = -1
+        self.history: list[dict] = []
+        self._previous = None
+
+    def _decode_fn(self, params, cache, inputs, positions, *, window):
+        out, cache = self.model.apply({"params": params}, inputs, cache=cache, positions=positions, window=window)
+        return out["action"], cache
+
+    def start_trial(self) -> None:
+        """Begins the next trial in every environment (call before its first ``act``)."""
+        self.trial += 1
+        self.timestep = np.zeros(self.num_envs, np.int32)
+        self.rtg = np.full(self.num_envs, self.target_return, np.float32)
+        self.prev_action = np.zeros((self.num_envs, self.action_dim), np.float32)
+        self.prev_reward = np.zeros(self.num_envs, np.float32)
+
+    def act(self, observations, active=None) -> np.ndarray:
+        """Actions [num_envs, act] for the current observations [num_envs, obs].
+
+        ``active`` [num_envs] marks environments still in their episode; the others' tokens are not kept.
+        """
+        active = np.ones(self.num_envs, bool) if active is None else np.asarray(active, bool)
+        current = self._step(np.asarray(observations, np.float32))
+        if self.recompute:
+            if not active.all():
+                raise ValueError("recompute=True needs every environment active (lock step)")
+            self.history.append(current)
+            inputs = {k: np.stack([h[k] for h in self.history], axis=1) for k in STEP_KEYS}
+            actions = self._full(self.params, inputs)
+        else:
+            first = self._previous is None
+            previous = current if first else self._previous
+            start, end = decode_window(self.model.config.tokens_per_step, self.model.config.action_token, first)
+            inputs = {k: np.stack([previous[k], current[k]], axis=1) for k in STEP_KEYS}
+            positions = self.lengths[:, None] + np.arange(end - start, dtype=np.int32)[None]
+            if positions.max() >= self.max_tokens:
+                raise ValueError(f"the context outgrew its cache of {self.max_tokens} tokens")
+            actions, self.cache = self._decode(self.params, self.cache, inputs, positions, window=(start, end))
+            self.lengths = np.where(active, self.lengths + (end - start), self.lengths)
+        self._pending = (current, active)
+        return np.asarray(actions)
+
+    def observe(self, actions, rewards) -> None:
+        """Records the actions taken and the rewards received after ``act``."""
+        current, active = self._pending
+        current = dict(current, actions=np.asarray(actions, np.float32), rewards=np.asarray(rewards, np.float32))
+        if self.recompute:
+            self.history[-1] = current
+        elif self._previous is None:
+            self._previous = current
+        else:  # environments that were not active keep their last real step as the previous one
+            self._previous = {k: np.where(_expand(active, current[k]), current[k], self._previous[k]) for k in STEP_KEYS}
+        step = active.astype(np.int32)
+        self.rtg = np.where(active, self.rtg - np.asarray(rewards, np.float32), self.rtg)
+        self.prev_action = np.where(active[:, None], np.asarray(actions, np.float32), self.prev_action)
+        self.prev_reward = np.where(active, np.asarray(rewards, np.float32), self.prev_reward)
+        self.timestep = self.timestep + step
+
+    def _step(self, observations) -> dict:
+        n = self.num_envs
+        return {
+            "observations": observations,
+            "actions": np.zeros((n, self.action_dim), np.float32),
+            "rewards": np.zeros(n, np.float32),
+            "returns_to_go": self.rtg.copy(),
+            "prev_actions": self.prev_action.copy(),
+            "prev_rewards": self.prev_reward.copy(),
+            "timesteps": self.timestep.copy(),
+            "trajectory_index": np.full(n, self.trial, np.int32),
+        }
+
+
+def _expand(mask, like):
+    return mask.reshape(mask.shape + (1,) * (np.ndim(like) - 1))
+
+
+def run_trials(policy: InContextPolicy, batch_env, num_trials: int, *, progress=None) -> np.ndarray:
+    """Rolls ``policy`` out for ``num_trials`` consecutive trials in a ``envs.BatchEnv``.
+
+    Returns:
+      float64 [num_trials, num_envs]: the undiscounted return of every trial in every environment.
+    """
+    returns = np.zeros((num_trials, batch_env.num_envs))
+    for trial in range(num_trials):
+        policy.start_trial()
+        step = batch_env.reset()
+        done = np.zeros(batch_env.num_envs, bool)
+        observation = step if isinstance(step, np.ndarray) else step.observation
+        while not done.all():
+            active = ~done
+            actions = policy.act(observation, active)
+            result = batch_env.step(actions)
+            rewards = np.where(active, result.reward, 0.0)
+            policy.observe(actions, rewards)
+            returns[trial] += rewards
+            observation, done = result.observation, result.done
+            if progress is not None:
+                progress()
+    return returns

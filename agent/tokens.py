@@ -1,0 +1,72 @@
+"""From sampler batches (or a policy's running history) to the per-step inputs the model embeds.
+
+A step ``t`` of a context is ``(return-to-go R_t, state s_t, action a_t, reward r_t)`` plus its timestep
+and the index of its trajectory in the context. The completion flag of step ``t`` says whether the
+trajectory had reached its target return *before* acting at ``t``; it is ``R_t <= 0``, which is what
+both the sampler (``target - sum(rewards[:t])``) and an acting policy know at that moment.
+
+Token layouts (``ModelConfig.token_layout``):
+
+- ``interleaved``: one token per modality, in the order ``ModelConfig.modalities`` (R, s, a, r); the
+  state token's output predicts ``a_t``, and causal attention keeps ``a_t`` itself out of its view.
+- ``fused``: one token per step holding ``R_t``, the flag, ``s_t`` and the *previous* step's action and
+  reward (zero at a trajectory's first step), so the token that predicts ``a_t`` has seen ``s_t`` and
+  not ``a_t``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STEP_KEYS = ("observations", "actions", "rewards", "returns_to_go", "prev_actions", "prev_rewards",
+             "timesteps", "trajectory_index")
+
+
+def step_inputs(batch: dict) -> dict:
+    """The model's inputs from a ``datasets.ContextSampler`` batch.
+
+    Args:
+      batch: sampler batch with observations [B, S, obs], actions [B, S, act], rewards [B, S],
+        returns_to_go [B, S], timesteps [B, S], trajectory_index [B, S], mask [B, S].
+
+    Returns:
+      dict of NumPy arrays with ``STEP_KEYS``: the batch's own fields plus ``prev_actions`` [B, S, act]
+      and ``prev_rewards`` [B, S], the previous step's action and reward within the same trajectory
+      (zero at a trajectory's first step and where the previous step was cut off by the window).
+    """
+    missing = [k for k in ("observations", "actions", "rewards", "returns_to_go", "timesteps",
+                           "trajectory_index", "mask") if k not in batch]
+    if missing:
+        raise ValueError(f"batch is missing keys {missing}")
+    actions, rewards = np.asarray(batch["actions"]), np.asarray(batch["rewards"])
+    traj, steps, mask = (np.asarray(batch[k]) for k in ("trajectory_index", "timesteps", "mask"))
+    same = np.zeros(mask.shape, bool)  # step t-1 in the row is step (timestep - 1) of the same trajectory
+    same[:, 1:] = (traj[:, 1:] == traj[:, :-1]) & (steps[:, 1:] == steps[:, :-1] + 1) & mask[:, :-1]
+    prev_actions = np.zeros_like(actions)
+    prev_actions[:, 1:] = actions[:, :-1]
+    prev_rewards = np.zeros_like(rewards)
+    prev_rewards[:, 1:] = rewards[:, :-1]
+    return {
+        "observations": np.asarray(batch["observations"], np.float32),
+        "actions": actions.astype(np.float32),
+        "rewards": rewards.astype(np.float32),
+        "returns_to_go": np.asarray(batch["returns_to_go"], np.float32),
+        "prev_actions": np.where(same[..., None], prev_actions, 0.0).astype(np.float32),
+        "prev_rewards": np.where(same, prev_rewards, 0.0).astype(np.float32),
+        "timesteps": steps.astype(np.int32),
+        "trajectory_index": traj.astype(np.int32),
+    }
+
+
+def token_count(num_steps: int, tokens_per_step: int) -> int:
+    return num_steps * tokens_per_step
+
+
+def decode_window(tokens_per_step: int, action_token: int, first: bool) -> tuple[int, int]:
+    """Token slice of a two-step embedding [previous step, current step] that a decoding call feeds.
+
+    Everything after the previous step's action-predicting token (its action, reward) and the current
+    step up to and including its own action-predicting token; only the latter on the very first step.
+    """
+    end = tokens_per_step + action_token + 1
+    return (tokens_per_step if first else action_token + 1), end

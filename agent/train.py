@@ -1,0 +1,133 @@
+"""Training: the loss, the optimiser, one pytree of state, and a pure sharded train step."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from agent.model import AgenticTransformer
+from agent.sharding import param_shardings
+from agent.tokens import STEP_KEYS
+
+BATCH_KEYS = STEP_KEYS + ("loss_mask",)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup, cosine decay and global-norm clipping."""
+
+    learning_rate: float = 3e-4
+    warmup_steps: int = 200
+    total_steps: int = 10_000
+    weight_decay: float = 1e-4
+    clip_norm: float = 0.25
+    b1: float = 0.9
+    b2: float = 0.99
+    final_lr_fraction: float = 0.1
+
+    def schedule(self):
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=self.learning_rate, warmup_steps=max(self.warmup_steps, 1),
+            decay_steps=max(self.total_steps, self.warmup_steps + 1),
+            end_value=self.learning_rate * self.final_lr_fraction)
+
+    def optimizer(self):
+        return optax.chain(optax.clip_by_global_norm(self.clip_norm),
+                           optax.adamw(self.schedule(), b1=self.b1, b2=self.b2, weight_decay=self.weight_decay))
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """All mutable training state: parameters, optimiser state, step, and the RNG key."""
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+
+
+def action_loss(predictions: dict, actions, loss_mask):
+    """Mean over loss-masked steps of the squared error (tanh head) or the negative log-likelihood
+    (Gaussian head, a diagonal Normal around the squashed mean), summed over action dimensions.
+
+    Returns:
+      (loss, number of loss-carrying steps).
+    """
+    weights = loss_mask.astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(weights), 1.0)
+    err = predictions["action"] - actions
+    if "log_std" in predictions:
+        log_std = predictions["log_std"]
+        per_step = jnp.sum(0.5 * jnp.square(err) * jnp.exp(-2 * log_std) + log_std + 0.5 * math.log(2 * math.pi), -1)
+    else:
+        per_step = jnp.sum(jnp.square(err), axis=-1)
+    return jnp.sum(per_step * weights) / count, count
+
+
+def init_state(model: AgenticTransformer, optim: OptimConfig, example: dict, seed: int) -> TrainState:
+    """Fresh parameters and optimiser state from ``seed`` (an example batch fixes the shapes)."""
+    key = jax.random.key(seed)
+    init_key, key = jax.random.split(key)
+    inputs = {k: example[k] for k in STEP_KEYS}
+    params = model.init({"params": init_key}, inputs)["params"]
+    return TrainState(params=params, opt_state=optim.optimizer().init(params), step=jnp.zeros((), jnp.int32),
+                      key=key)
+
+
+def train_step(state: TrainState, batch: dict, *, model: AgenticTransformer, optim: OptimConfig):
+    """One optimiser update. Pure: ``(state, batch) -> (state, metrics)``.
+
+    Randomness (dropout) comes from ``fold_in(state.key, state.step)``.
+    """
+    dropout_key = jax.random.fold_in(state.key, state.step)
+    inputs = {k: batch[k] for k in STEP_KEYS}
+
+    def loss_fn(params):
+        predictions = model.apply({"params": params}, inputs, train=True, rngs={"dropout": dropout_key})
+        return action_loss(predictions, batch["actions"], batch["loss_mask"])
+
+    (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optim.optimizer().update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": optim.schedule()(state.step),
+               "tokens": jnp.asarray(batch["observations"].shape[0] * batch["observations"].shape[1]
+                                     * model.config.tokens_per_step, jnp.float32),
+               "loss_steps": count}
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+
+def batch_shardings(mesh, batch_axes=("dp", "fsdp")) -> dict:
+    """Batch arrays: batch over ``batch_axes``, steps (the sequence) over "sp"."""
+    axes = tuple(a for a in batch_axes if a in mesh.shape)
+    return {k: NamedSharding(mesh, P(axes, "sp")) for k in BATCH_KEYS}
+
+
+def state_shardings(state: TrainState, optim: OptimConfig, mesh) -> TrainState:
+    """Shardings of every leaf of the state: parameters and their optimiser moments by the rules table,
+    everything else (step, key, optimiser counts) replicated."""
+    replicated = NamedSharding(mesh, P())
+    params = param_shardings(state.params, mesh)
+    opt = optax.tree_map_params(optim.optimizer(), lambda _, sharding: sharding, state.opt_state, params,
+                                transform_non_params=lambda _: replicated)
+    return TrainState(params=params, opt_state=opt, step=replicated, key=replicated)
+
+
+def make_train_step(model: AgenticTransformer, optim: OptimConfig, state: TrainState, mesh):
+    """``train_step`` jitted once with explicit shardings and the state donated.
+
+    Returns:
+      (jitted step, the state placed on its shardings). The placed state may share buffers with
+      ``state``, and the step donates its input: keep using only the returned states.
+    """
+    shardings = state_shardings(state, optim, mesh)
+    batch_sh = batch_shardings(mesh, model.batch_axes)
+    step = jax.jit(functools.partial(train_step, model=model, optim=optim),
+                   in_shardings=(shardings, batch_sh), out_shardings=(shardings, None), donate_argnums=(0,))
+    return step, jax.device_put(state, shardings)

@@ -1,0 +1,98 @@
+"""Attention of a few new tokens over a KV cache, optionally sharded over the ring axis.
+
+A cache slot ``j`` holds the keys and values of token ``j`` of its row's stream. New queries at positions
+``p`` attend to every slot ``j <= p`` (causal; slots not yet written lie beyond ``p``), so one decoding
+step costs O(context), not O(context^2).
+
+When the cache is sharded along its length over ``axis_name``, every device attends over its share and
+returns the partial result with its log-sum-exp; the shares are merged exactly (tree-attention style):
+
+    m = max_i lse_i,   out = sum_i exp(lse_i - m) * out_i / sum_i exp(lse_i - m)
+
+with one ``pmax`` and two ``psum`` over the axis, instead of sending the cache around the ring.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+
+def write_cache(cache, new, start):
+    """Writes ``new`` [b, t, h, d] into ``cache`` [b, L, h, d] at row-wise offsets ``start`` int32 [b]."""
+    return jax.vmap(lambda c, x, s: lax.dynamic_update_slice_in_dim(c, x, s, 0))(cache, new.astype(cache.dtype), start)
+
+
+def _partial_attention(q, k_cache, v_cache, q_positions, slot_offset):
+    """Unnormalised softmax pieces of q over one cache shard.
+
+    Returns:
+      out [b, t, hq, d] (normalised within the shard) and lse [b, t, hq] (natural log; -inf where the
+      shard has no visible slot).
+    """
+    batch, t_new, q_heads, head_dim = q.shape
+    length, kv_heads = k_cache.shape[1], k_cache.shape[2]
+    groups = q_heads // kv_heads
+    qg = q.astype(jnp.float32).reshape(batch, t_new, kv_heads, groups, head_dim) / math.sqrt(head_dim)
+    scores = jnp.einsum("bthgd,blhd->bhgtl", qg, k_cache.astype(jnp.float32), precision=lax.Precision.HIGHEST)
+    slots = slot_offset + jnp.arange(length)
+    visible = slots[None, None, :] <= q_positions[:, :, None]  # [b, t, L]
+    scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
+    m = jnp.max(scores, axis=-1)
+    m_safe = jnp.where(jnp.isneginf(m), 0.0, m)
+    p = jnp.exp(scores - m_safe[..., None])
+    l = jnp.sum(p, axis=-1)
+    out = jnp.einsum("bhgtl,blhd->bthgd", p, v_cache.astype(jnp.float32), precision=lax.Precision.HIGHEST)
+    l_t = jnp.moveaxis(l, -1, 1)[..., None]  # [b, t, h, g, 1]
+    out = out / jnp.where(l_t == 0, 1.0, l_t)
+    lse = jnp.where(l == 0, -jnp.inf, m_safe + jnp.log(jnp.where(l == 0, 1.0, l)))
+    return out.reshape(batch, t_new, q_heads, head_dim), jnp.moveaxis(lse, -1, 1).reshape(batch, t_new, q_heads)
+
+
+def cached_attention(q, k_cache, v_cache, q_positions, *, mesh=None, axis_name: str = "sp", batch_axis=None):
+    """New queries attending over a KV cache (causal by position).
+
+    Args:
+      q: [batch, t_new, q_heads, head_dim], the new tokens' queries.
+      k_cache, v_cache: [batch, max_len, kv_heads, head_dim], with the new tokens already written.
+      q_positions: int32 [batch, t_new], each new token's slot index.
+      mesh: when given, the cache is sharded along max_len over ``axis_name`` (and the batch over
+        ``batch_axis``); partial results are merged exactly by log-sum-exp.
+
+    Returns:
+      [batch, t_new, q_heads, head_dim] in q's dtype.
+    """
+    if q.shape[2] % k_cache.shape[2]:
+        raise ValueError(f"q_heads={q.shape[2]} must be a multiple of kv_heads={k_cache.shape[2]}")
+    if q_positions.shape != q.shape[:2]:
+        raise ValueError(f"q_positions must have shape {q.shape[:2]}, got {q_positions.shape}")
+    if mesh is None:
+        return _partial_attention(q, k_cache, v_cache, q_positions, 0)[0].astype(q.dtype)
+    n = mesh.shape[axis_name]
+    if k_cache.shape[1] % n:
+        raise ValueError(f"cache length {k_cache.shape[1]} must be divisible by the {n} devices of {axis_name!r}")
+    shard_len = k_cache.shape[1] // n
+    b = batch_axis
+
+    def local(q, k_cache, v_cache, q_positions):
+        offset = lax.axis_index(axis_name) * shard_len
+        out, lse = _partial_attention(q, k_cache, v_cache, q_positions, offset)
+        m = lax.pmax(lse, axis_name)
+        m = jnp.where(jnp.isneginf(m), 0.0, m)
+        weight = jnp.exp(lse - m)  # 0 for shards that see no slot
+        num = lax.psum(out * weight[..., None], axis_name)
+        den = lax.psum(weight, axis_name)[..., None]
+        return (num / jnp.where(den == 0, 1.0, den)).astype(q.dtype)
+
+    run = jax.shard_map(local, mesh=mesh, in_specs=(P(b), P(b, axis_name), P(b, axis_name), P(b)), out_specs=P(b))
+    return run(q, k_cache, v_cache, q_positions)
+
+
+def make_cached_attention(mesh=None, axis_name: str = "sp", batch_axis=None):
+    """``fn(q, k_cache, v_cache, q_positions)`` for the transformer's decoding path."""
+    return functools.partial(cached_attention, mesh=mesh, axis_name=axis_name, batch_axis=batch_axis)
