@@ -8,7 +8,8 @@ environment whose episode ends early simply stops advancing: the next tokens it 
 slots nobody has read.
 
 ``recompute=True`` runs the whole context through the model at every step instead (the simple twin of
-the cache, for tests; it needs environments that stay in lock step).
+the cache, for tests; it needs environments that stay in lock step). ``window=K`` conditions on only the
+last K steps (Decision Transformer's evaluation), recomputed at every step.
 """
 
 from __future__ import annotations
@@ -31,17 +32,20 @@ class InContextPolicy:
       num_envs, episode_length, num_trials: sizes of the evaluation (they fix the cache size).
       target_return: the return the policy is asked for.
       recompute: use full recomputation instead of the KV cache.
+      window: condition on only the last this many steps (implies recomputation).
     """
 
     def __init__(self, model: AgenticTransformer, params, *, num_envs: int, obs_dim: int, episode_length: int,
-                 num_trials: int, target_return: float, recompute: bool = False):
+                 num_trials: int, target_return: float, recompute: bool = False, window: int | None = None):
         cfg = model.config
         if episode_length > cfg.max_timestep:
             raise ValueError(f"episode_length={episode_length} exceeds the model's max_timestep={cfg.max_timestep}")
         if num_trials > cfg.max_trajectories:
             raise ValueError(f"num_trials={num_trials} exceeds the model's max_trajectories={cfg.max_trajectories}")
         self.model, self.params, self.num_envs = model, params, num_envs
-        self.target_return, self.recompute = float(target_return), recompute
+        if window is not None and window < 1:
+            raise ValueError(f"window={window} must be a positive number of steps")
+        self.target_return, self.recompute, self.window = float(target_return), recompute or window is not None, window
         self.obs_dim, self.action_dim = obs_dim, model.action_dim
         tokens = num_trials * episode_length * cfg.tokens_per_step
         shards = model.mesh.shape["sp"] if model.mesh is not None else 1
@@ -77,9 +81,11 @@ class InContextPolicy:
         active = np.ones(self.num_envs, bool) if active is None else np.asarray(active, bool)
         current = self._step(np.asarray(observations, np.float32))
         if self.recompute:
-            if not active.all():
+            if not active.all() and self.window is None:
                 raise ValueError("recompute=True needs every environment active (lock step)")
-            self.history.append(current)
+            self.history.append(current)  # with a window, finished environments' rows are never read
+            if self.window is not None:
+                self.history = self.history[-self.window:]
             inputs = {k: np.stack([h[k] for h in self.history], axis=1) for k in STEP_KEYS}
             actions = self._full(self.params, inputs)
         else:
