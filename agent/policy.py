@@ -53,9 +53,9 @@ class InContextPolicy:
         self._decode = jax.jit(self._decode_fn, static_argnames=("window",), donate_argnums=(1,))
         self._full = jax.jit(lambda params, inputs: model.apply({"params": params}, inputs)["action"][:, -1])
         self.cache = init_cache(model.stack(decoding=True), num_envs, self.max_tokens)
-        if model.mesh is not None:  # the cache's length is split over the ring axis
-            sharding = NamedSharding(model.mesh, P(None, "sp"))
-            self.cache = jax.device_put(self.cache, sharding)
+        if model.mesh is not None:  # the cache's length is split over the ring axis; parameters replicated
+            self.cache = jax.device_put(self.cache, NamedSharding(model.mesh, P(None, "sp")))
+            self.params = jax.device_put(params, NamedSharding(model.mesh, P()))
         self.lengths = np.zeros(num_envs, np.int32)
         self.trial = -1
         self.history: list[dict] = []

@@ -141,9 +141,11 @@ def _tiny(config: ExperimentConfig) -> ExperimentConfig:
     return _replace(config, name=f"{config.name}_tiny",
                     sampler={"num_trajectories": 2, "max_steps": 512 if config.data.task.startswith("cartpole")
                              else 64, "batch_size": 2, "prefetch": 1},
-                    model=model_preset("tiny", max_timestep=config.model.max_timestep, max_trajectories=16),
+                    # Ring attention over however many devices there are (one on a laptop, 8 in the tests).
+                    model=model_preset("tiny", max_timestep=config.model.max_timestep, max_trajectories=16,
+                                       attention="ring"),
                     optim={"total_steps": 20, "warmup_steps": 2},
-                    train={"steps": 20, "checkpoint_every": 10, "log_every": 5},
+                    train={"steps": 20, "checkpoint_every": 10, "log_every": 5, "mesh": "sp=-1"},
                     eval={"num_envs": 2, "num_trials": 2})
 
 

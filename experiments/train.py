@@ -78,6 +78,15 @@ def build(config: ExperimentConfig, trajectories):
     from ring import make_mesh
 
     mesh = make_mesh(config.train.mesh)
+    batch_devices = mesh.shape["dp"] * mesh.shape["fsdp"]
+    if config.sampler.batch_size % batch_devices:
+        raise ValueError(f"sampler.batch_size={config.sampler.batch_size} must divide over the {batch_devices} "
+                         f"devices of dp x fsdp in train.mesh={config.train.mesh!r}")
+    tokens = config.sampler.max_steps * config.model.tokens_per_step
+    pieces = mesh.shape["sp"] * (2 if config.model.layout == "zigzag" else 1)
+    if tokens % pieces:
+        raise ValueError(f"a context of {tokens} tokens must divide into {pieces} pieces for sp={mesh.shape['sp']} "
+                         f"and layout {config.model.layout!r}; change sampler.max_steps")
     action_dim = trajectories[0].action_dim
     longest = max(len(t) for t in trajectories)
     if longest > config.model.max_timestep:
