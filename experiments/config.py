@@ -101,11 +101,13 @@ class EvalConfig:
 class ExperimentConfig:
     name: str = "default"
     data: DataConfig = DataConfig()
+    # The main job's defaults: sized to train and evaluate in under 10 minutes on 2 CPU cores.
     sampler: SamplerConfig = SamplerConfig(num_trajectories=4, max_steps=1024, batch_size=8, prefetch=2)
-    model: ModelConfig = model_preset("small", max_timestep=256, max_trajectories=16)
-    optim: OptimConfig = OptimConfig(learning_rate=1e-3, warmup_steps=100, total_steps=2000, clip_norm=1.0)
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
+    model: ModelConfig = model_preset("small", embed_dim=64, num_heads=2, num_kv_heads=2, remat_policy="none",
+                                      max_timestep=256, max_trajectories=16)
+    optim: OptimConfig = OptimConfig(learning_rate=1e-3, warmup_steps=100, total_steps=1200, clip_norm=1.0)
+    train: TrainConfig = TrainConfig(steps=1200, checkpoint_every=300)
+    eval: EvalConfig = EvalConfig(num_envs=16)
     runs_dir: str = "runs"
 
     @property

@@ -105,7 +105,7 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
     """
     from tqdm import tqdm
 
-    from agent.train import make_train_step
+    from agent.train import batch_shardings, make_train_step
 
     run_dir = prepare_run(config, force)
     trajectories = load_trajectories(config.data)
@@ -118,6 +118,7 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
                                             "dataset_mean_return": float(returns.mean())})
     model, mesh, state = build(config, trajectories)
     step_fn, state = make_train_step(model, config.optim, state, mesh)
+    batch_sharding = batch_shardings(mesh, model.batch_axes)
     checkpoints = Checkpoints(run_dir / "checkpoints", config.train.keep_checkpoints)
     restored, start = checkpoints.restore_latest(state)
     if restored is not None:
@@ -135,7 +136,7 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
         for step in range(start, total):
             if stop_after is not None and step - start >= stop_after:
                 return {"stopped_at": step}
-            state, metrics = step_fn(state, next(stream))
+            state, metrics = step_fn(state, _global(next(stream), batch_sharding))
             if pending is not None:  # read the previous step's metrics: the host never waits on this one
                 tokens, tick = _log(pending, writer, bar, config, tokens, tick, last)
             pending = (step + 1, metrics)
@@ -151,18 +152,27 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
                 checkpoints.save(done, state, ckpt_metrics)
         if pending is not None:
             _log(pending, writer, bar, config, tokens, tick, last)
+        if evaluate_at_end:
+            eval_result = _evaluate(config, state.params, model, stats, returns, writer, total)
     finally:
         bar.close()
         stream.close()
         checkpoints.close()
-    if evaluate_at_end:
-        eval_result = _evaluate(config, state.params, model, stats, returns, writer, total)
-    if writer is not None:
-        writer.close()
+        if writer is not None:
+            writer.close()
     summary = {"run_dir": str(run_dir), "steps": total, "final_loss": last.get("loss", float("nan")),
                "eval": eval_result, "tensorboard": str(run_dir / "tb"), "checkpoints": str(run_dir / "checkpoints")}
     _write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _global(batch: dict, shardings: dict) -> dict:
+    """With several processes, every host builds the same global batch (same seed and step) and hands
+    over only the shards its own devices hold; with one process jit places the NumPy arrays itself."""
+    if jax.process_count() == 1:
+        return batch
+    return {k: jax.make_array_from_callback(v.shape, shardings[k], lambda index, v=v: v[index])
+            for k, v in batch.items()}
 
 
 def _log(pending, writer, bar, config, tokens, tick, last: dict):
