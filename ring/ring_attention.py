@@ -6,8 +6,9 @@ Every device keeps its query block; the K/V blocks (with their segment ids) trav
 
 The custom VJP saves only the local q, k, v, output and log-sum-exp (O(block) per device). Its backward
 sends the K/V blocks around the ring once more, now together with float32 dk/dv accumulators: each device
-adds its queries' share to the visiting block's accumulators, and one last hop brings every accumulator
-home. dq never leaves the device.
+adds its queries' share to the visiting block's accumulators, and the n-th hop brings every accumulator
+home. dq never leaves the device. Both loops run n uniform steps of n hops (in the forward the last hop is
+spare), so XLA compiles the block kernel once and memory is the same for every ring size.
 
 With ``axis_name=None`` the same code is a ring of one device, which is :func:`blockwise_attention`.
 """
