@@ -107,6 +107,9 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
 
     from agent.train import batch_shardings, make_train_step
 
+    import envs
+
+    envs.task_spec(config.data.task)  # an unknown task fails now, not after training
     run_dir = prepare_run(config, force)
     trajectories = load_trajectories(config.data)
     stats = NormStats.compute(trajectories)

@@ -98,6 +98,9 @@ def test_bad_inputs(data_root, tmp_path, capsys):
         train_job.train(missing, quiet=True)
 
     config = _config(data_root, tmp_path, steps=4)
+    with pytest.raises(ValueError, match="cartpole_swingupp"):
+        train_job.train(dataclasses.replace(config, data=dataclasses.replace(config.data, task="cartpole_swingupp")))
+    assert not config.run_dir.exists()  # nothing written for a run that could not start
     train_job.prepare_run(config)
     changed = dataclasses.replace(config, optim=dataclasses.replace(config.optim, learning_rate=0.5))
     with pytest.raises(ValueError, match="different config \\(optim.learning_rate: .* -> 0.5\\).*--force"):
