@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from agent.config import ModelConfig
@@ -124,7 +123,3 @@ class AgenticTransformer(nn.Module):
             log_std = nn.Dense(self.action_dim, name="log_std_head")(h)
             out["log_std"] = jnp.clip(log_std, *LOG_STD_RANGE)
         return out
-
-
-def count_params(params) -> int:
-    return sum(x.size for x in jax.tree.leaves(params))

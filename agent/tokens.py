@@ -58,10 +58,6 @@ def step_inputs(batch: dict) -> dict:
     }
 
 
-def token_count(num_steps: int, tokens_per_step: int) -> int:
-    return num_steps * tokens_per_step
-
-
 def decode_window(tokens_per_step: int, action_token: int, first: bool) -> tuple[int, int]:
     """Token slice of a two-step embedding [previous step, current step] that a decoding call feeds.
 

@@ -1,7 +1,6 @@
 """The collector: output reads back through the datasets readers, resumes exactly, and checks its settings."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest

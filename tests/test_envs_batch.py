@@ -119,5 +119,5 @@ def test_real_batch_with_terminating_gymnasium_task():
     batch = envs.make_batch("hopper", 4, seed=0)
     batch.reset()
     while not batch.all_done:
-        step = batch.step(np.ones((4, 3), np.float32))
+        batch.step(np.ones((4, 3), np.float32))
     assert (batch.lengths < 1000).all() and len(set(batch.lengths.tolist())) > 1
