@@ -74,21 +74,29 @@ def _mask(q_pos, k_pos, q_seg, k_seg, causal: bool):
 def chunk_case(q_pos, k_pos, q_seg, k_seg, causal: bool):
     """How a chunk pair is computed: SKIP (mask empty), MASKED, or FULL (no masking needed).
 
-    Without segment ids the case follows from positions alone (two scalar comparisons); with them the
-    mask is built here and handed to the MASKED branch.
+    Without segment ids the case follows from positions alone (two scalar comparisons) and the causal
+    mask is built only inside the MASKED branch; with them the mask is built here, once.
 
     Returns:
-      (int32 case, mask [batch or 1, q, k] or None).
+      (int32 case, ``apply(x, fill)``: ``x`` [b, h, g, q, k] with ``fill`` where the pair may not attend).
     """
     if q_seg is None:
+        mask = None
         if not causal:
-            return jnp.int32(FULL), None
-        any_valid = jnp.max(q_pos) >= jnp.min(k_pos)
-        all_valid = jnp.min(q_pos) >= jnp.max(k_pos)
-        return jnp.where(all_valid, FULL, jnp.where(any_valid, MASKED, SKIP)).astype(jnp.int32), None
-    mask = _mask(q_pos, k_pos, q_seg, k_seg, causal)
-    case = jnp.where(jnp.all(mask), FULL, jnp.where(jnp.any(mask), MASKED, SKIP)).astype(jnp.int32)
-    return case, mask
+            case = jnp.int32(FULL)
+        else:
+            any_valid = jnp.max(q_pos) >= jnp.min(k_pos)
+            all_valid = jnp.min(q_pos) >= jnp.max(k_pos)
+            case = jnp.where(all_valid, FULL, jnp.where(any_valid, MASKED, SKIP)).astype(jnp.int32)
+    else:
+        mask = _mask(q_pos, k_pos, q_seg, k_seg, causal)
+        case = jnp.where(jnp.all(mask), FULL, jnp.where(jnp.any(mask), MASKED, SKIP)).astype(jnp.int32)
+
+    def apply(x, fill):
+        chunk_mask = _mask(q_pos, k_pos, None, None, causal) if mask is None else mask
+        return jnp.where(chunk_mask[:, None, None], x, fill)
+
+    return case, apply
 
 
 def block_may_attend(q_pos, k_pos, causal: bool):
@@ -162,15 +170,14 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
         def key_chunk(ki, cs):
             ks = ki * k_chunk
             kp_c, kseg_c = _slice(k_pos, ks, k_chunk, 0), _slice(k_seg, ks, k_chunk, 1)
-            case, mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal)
+            case, apply_mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal)
 
             def attend(masked):
                 def run(cs):
                     k_c = _kv_chunk(k, ks, k_chunk).astype(logit_dtype)
                     s = _dot("bhgqd,bhkd->bhgqk", q_c, k_c)
                     if masked:
-                        chunk_mask = _mask(qp_c, kp_c, None, None, causal) if mask is None else mask
-                        s = jnp.where(chunk_mask[:, None, None], s, -jnp.inf)
+                        s = apply_mask(s, -jnp.inf)
                     m_new = jnp.maximum(cs.m, jnp.max(s, axis=-1))
                     # A masked row may have seen no key yet (max -inf): shift by 0 so exp gives 0, not NaN.
                     m_safe = jnp.where(jnp.isneginf(m_new), 0.0, m_new) if masked else m_new
@@ -216,7 +223,7 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
         def query_chunk(qi, carry):
             qs = qi * q_chunk
             qp_c, qseg_c = _slice(q_pos, qs, q_chunk, 0), _slice(q_seg, qs, q_chunk, 1)
-            case, mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal)
+            case, apply_mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal)
 
             def attend(masked):
                 def run(carry):
@@ -225,8 +232,7 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
                     do_c = _q_chunk(do, qs, q_chunk).astype(F32)
                     p = jnp.exp(_dot("bhgqd,bhkd->bhgqk", q_c, k_c) - _slice(lse, qs, q_chunk, 3)[..., None])
                     if masked:
-                        chunk_mask = _mask(qp_c, kp_c, None, None, causal) if mask is None else mask
-                        p = jnp.where(chunk_mask[:, None, None], p, 0.0)
+                        p = apply_mask(p, 0.0)
                     dv_c = dv_c + _dot_rows(p, do_c)
                     ds = p * (_dot("bhgqd,bhkd->bhgqk", do_c, v_c) - _slice(delta, qs, q_chunk, 3)[..., None])
                     dq_c = _slice(dq, qs, q_chunk, 3) + scale * _dot("bhgqk,bhkd->bhgqd", ds, k_c)
