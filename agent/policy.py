@@ -65,6 +65,17 @@ class InContextPolicy:
         out, cache = self.model.apply({"params": params}, inputs, cache=cache, positions=positions, window=window)
         return out["action"], cache
 
+    def reset(self) -> None:
+        """Forgets every earlier trial: the next ``start_trial`` begins an empty context.
+
+        The compiled functions and the cache buffer are kept; stale cache entries lie beyond every new
+        query's position, so the causal mask never reads them before they are overwritten.
+        """
+        self.lengths = np.zeros(self.num_envs, np.int32)
+        self.trial = -1
+        self.history = []
+        self._previous = None
+
     def start_trial(self) -> None:
         """Begins the next trial in every environment (call before its first ``act``)."""
         self.trial += 1

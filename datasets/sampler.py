@@ -53,7 +53,9 @@ __all__ = ["SamplerConfig", "ContextSampler", "top_fraction"]
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     """Attributes:
-        num_trajectories: k, episodes per context.
+        num_trajectories: k, episodes per context (the most, with ``k_sampling="uniform"``).
+        k_sampling: ``"fixed"`` draws k episodes for every context; ``"uniform"`` draws each context's
+            k uniformly from 1..num_trajectories, so the model also trains on short chains.
         max_steps: S, steps per context row (the step budget).
         batch_size: B, contexts per batch.
         window: ``"end"`` or ``"random"``: which S steps of a longer chain to keep.
@@ -67,6 +69,7 @@ class SamplerConfig:
     max_steps: int = 4000
     batch_size: int = 8
     window: str = "end"
+    k_sampling: str = "fixed"
     loss_on: str = "all"
     filter_top_fraction: float = 1.0
     seed: int = 0
@@ -78,6 +81,8 @@ class SamplerConfig:
                 raise ValueError(f"SamplerConfig.{name} must be a positive int, got {getattr(self, name)!r}")
         if self.window not in ("end", "random"):
             raise ValueError(f"SamplerConfig.window must be 'end' or 'random', got {self.window!r}")
+        if self.k_sampling not in ("fixed", "uniform"):
+            raise ValueError(f"SamplerConfig.k_sampling must be 'fixed' or 'uniform', got {self.k_sampling!r}")
         if self.loss_on not in ("all", "last"):
             raise ValueError(f"SamplerConfig.loss_on must be 'all' or 'last', got {self.loss_on!r}")
         if not 0.0 < self.filter_top_fraction <= 1.0:
@@ -154,7 +159,10 @@ class ContextSampler:
 
     def chain(self, rng: np.random.Generator) -> list[int]:
         """Indices into ``self.trajectories`` of k distinct episodes, ascending by return."""
-        chosen = rng.choice(len(self.trajectories), size=self.config.num_trajectories, replace=False)
+        k = self.config.num_trajectories
+        if self.config.k_sampling == "uniform":
+            k = int(rng.integers(1, k + 1))
+        chosen = rng.choice(len(self.trajectories), size=k, replace=False)
         return [int(i) for i in chosen[np.argsort(self.returns[chosen], kind="stable")]]
 
     def _fill_row(self, batch: dict[str, np.ndarray], row: int, rng: np.random.Generator) -> None:

@@ -54,8 +54,13 @@ def evaluate_params(config: ExperimentConfig, params, model, stats: NormStats, d
                                            episode_length=episode_length, num_trials=num_trials, target_return=target,
                                            window=ev.context_steps), stats)
 
-    if ev.reset_context_each_trial:
-        returns = np.concatenate([run_trials(policy(ev.num_envs, 1), batch_env, 1) for _ in range(trials)])
+    if ev.reset_context_each_trial:  # one policy (one compilation); its context is emptied before each trial
+        single = policy(ev.num_envs, 1)
+        rows = []
+        for _ in range(trials):
+            single.policy.reset()
+            rows.append(run_trials(single, batch_env, 1))
+        returns = np.concatenate(rows)
     else:
         returns = run_trials(policy(ev.num_envs, trials), batch_env, trials)
     result = {

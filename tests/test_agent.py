@@ -141,6 +141,37 @@ def test_kv_cached_decoding_equals_recompute(layout):
     assert worst[0] <= 1e-5 and worst[1] <= 1e-5, worst
 
 
+@pytest.mark.parametrize("window", [None, 3])
+def test_reset_policy_acts_like_a_fresh_one(window):
+    # After reset() the cache still holds the first trial's keys; a fresh policy must not be told apart.
+    model = AgenticTransformer(preset("tiny", attention="reference"), action_dim=ACT)
+    params = _params(model)
+    make = lambda: InContextPolicy(model, params, num_envs=2, obs_dim=OBS, episode_length=5, num_trials=1,
+                                   target_return=2.0, window=window)
+    reused, fresh = make(), make()
+    rng = np.random.default_rng(4)
+    obs = rng.standard_normal((2, 5, 2, OBS)).astype(np.float32)
+    rewards = rng.random((2, 5, 2)).astype(np.float32)
+    runs = []
+    for trial, policies in ((0, [reused]), (1, [reused, fresh])):
+        if trial:
+            reused.reset()
+        for policy in policies:
+            policy.start_trial()
+        actions = []
+        for t in range(5):
+            actions.append([policy.act(obs[trial, t]) for policy in policies])
+            for policy, action in zip(policies, actions[-1]):
+                policy.observe(action, rewards[trial, t])
+        runs.append(actions)
+    first, again = np.array([a[0] for a in runs[0]]), np.array([a[0] for a in runs[1]])
+    assert np.abs(first - again).max() > 1e-3  # the second trial's inputs differ, so must its actions
+    np.testing.assert_array_equal(np.array([a[0] for a in runs[1]]), np.array([a[1] for a in runs[1]]))
+    assert reused.trial == 0
+    if window is None:  # the cached path counts its tokens from zero again
+        np.testing.assert_array_equal(reused.lengths, 5 * model.config.tokens_per_step)
+
+
 def test_decoding_with_an_environment_that_finishes_early():
     # Environment 1 ends trial 0 after 2 steps; its later actions must be those of a policy that only
     # ever saw its own steps, and environment 0 must not notice.

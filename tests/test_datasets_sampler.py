@@ -111,6 +111,18 @@ def test_random_pools_shapes_and_invariants(k, window):
     assert (full | (totals < 60)).all()
 
 
+def test_uniform_k_draws_every_chain_length_up_to_k():
+    pool = _pool()
+    config = SamplerConfig(num_trajectories=4, max_steps=200, batch_size=64, k_sampling="uniform", seed=1)
+    batch = ContextSampler(pool, config).sample_batch(np.random.default_rng(1))
+    # 200 steps hold any 4 episodes of at most 29 steps whole: every row's chain is all in the window.
+    lengths = batch["trajectory_index"].max(axis=1, where=batch["mask"], initial=0) + 1
+    np.testing.assert_array_equal(lengths, batch["num_trajectories"])
+    assert set(lengths.tolist()) == {1, 2, 3, 4}
+    for row in range(64):  # each row is a valid chain of its own length
+        _check_batch({key: value[row:row + 1] for key, value in batch.items()}, pool, int(lengths[row]), "end")
+
+
 def test_random_window_moves_and_dt_contexts():
     pool = _pool(n=3)
     config = SamplerConfig(num_trajectories=1, max_steps=4, batch_size=64, window="random")
@@ -156,6 +168,7 @@ def test_top_fraction_filter():
     (dict(max_steps=2.5), "max_steps"),
     (dict(window="middle"), "window"),
     (dict(loss_on="first"), "loss_on"),
+    (dict(k_sampling="poisson"), "k_sampling"),
     (dict(filter_top_fraction=0.0), "filter_top_fraction"),
     (dict(prefetch=0), "prefetch"),
 ])
