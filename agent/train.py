@@ -103,10 +103,11 @@ def train_step(state: TrainState, batch: dict, *, model: AgenticTransformer, opt
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
 
-def batch_shardings(mesh, batch_axes=("dp", "fsdp")) -> dict:
-    """Batch arrays: batch over ``batch_axes``, steps (the sequence) over "sp"."""
+def batch_shardings(mesh, batch_axes=("dp", "fsdp"), sequence_axis: str | None = "sp") -> dict:
+    """Batch arrays: batch over ``batch_axes``, steps (the sequence) over ``sequence_axis`` (the ring; None
+    for a model without one, whose sequence stays whole on every device)."""
     axes = tuple(a for a in batch_axes if a in mesh.shape)
-    return {k: NamedSharding(mesh, P(axes, "sp")) for k in BATCH_KEYS}
+    return {k: NamedSharding(mesh, P(axes, sequence_axis)) for k in BATCH_KEYS}
 
 
 def state_shardings(state: TrainState, optim: OptimConfig, mesh) -> TrainState:
@@ -127,7 +128,7 @@ def make_train_step(model: AgenticTransformer, optim: OptimConfig, state: TrainS
       ``state``, and the step donates its input: keep using only the returned states.
     """
     shardings = state_shardings(state, optim, mesh)
-    batch_sh = batch_shardings(mesh, model.batch_axes)
+    batch_sh = batch_shardings(mesh, model.batch_axes, "sp" if model.mesh is not None else None)
     step = jax.jit(functools.partial(train_step, model=model, optim=optim),
                    in_shardings=(shardings, batch_sh), out_shardings=(shardings, None), donate_argnums=(0,))
     return step, jax.device_put(state, shardings)

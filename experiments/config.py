@@ -32,7 +32,7 @@ class DataConfig:
       relabel: recompute rewards for ``task`` from the stored physics states (ExoRL).
       max_episodes: read at most this many episodes.
       action_repeat: the action repeat the data was collected with; evaluation uses the same.
-      download_hint: what to download and where, printed when ``root`` is missing.
+      download_hint: how to get the data (what to download and where), printed when ``root`` is missing.
     """
 
     format: str = "exorl"
@@ -157,7 +157,7 @@ def _exorl(task: str, domain: str, episode_length: int) -> ExperimentConfig:
         name=task,
         data=DataConfig(format="exorl", root=str(Path("~/exorl").expanduser()), domain=domain, algo="proto",
                         task=task, relabel=True, action_repeat=1,
-                        download_hint=f"ExoRL's {domain}/proto buffer, from the ExoRL repository's download script, "
+                        download_hint=f"Download ExoRL's {domain}/proto buffer, from the ExoRL repository's download script, "
                                       f"laid out as <root>/{domain}/proto/buffer/*.npz"),
         sampler=SamplerConfig(num_trajectories=4, max_steps=4 * episode_length, batch_size=8, prefetch=2),
         model=model_preset("paper", max_timestep=episode_length, max_trajectories=128),
@@ -173,7 +173,7 @@ def _d4rl(env: str, dataset: str) -> ExperimentConfig:
         name=f"{env}-{dataset}",
         data=DataConfig(format="d4rl", root=str(Path(f"~/.d4rl/datasets/{env}_{dataset}-v2.hdf5").expanduser()),
                         task=env, action_repeat=1,
-                        download_hint=f"the D4RL file {env}_{dataset}-v2.hdf5 (D4RL's dataset download), "
+                        download_hint=f"Download the D4RL file {env}_{dataset}-v2.hdf5 (D4RL's dataset download), "
                                       "at the path given by --data.root"),
         sampler=SamplerConfig(num_trajectories=1, max_steps=20, window="random", batch_size=64, prefetch=2),
         model=model_preset("paper", max_timestep=1000, max_trajectories=4, return_scale=1e-3),
@@ -183,8 +183,20 @@ def _d4rl(env: str, dataset: str) -> ExperimentConfig:
     )
 
 
+def _walker_mix() -> ExperimentConfig:
+    """The second collected dataset (experiments/data/README.md): walker_walk, SAC with exploration mixed in."""
+    default = ExperimentConfig()
+    return _replace(default, name="walker_mix",
+                    data=DataConfig(root="runs/data/walker_walk_sac_mix", domain="walker", algo="sac",
+                                    task="walker_walk", action_repeat=2,
+                                    download_hint="Make it with experiments.collect: the command is in "
+                                                  "experiments/data/README.md"),
+                    sampler={"max_steps": 2048},
+                    model={"max_timestep": 512})
+
+
 def _presets() -> dict[str, ExperimentConfig]:
-    base = {"default": ExperimentConfig()}
+    base = {"default": ExperimentConfig(), "walker_mix": _walker_mix()}
     for task, domain, length in (("walker_stand", "walker", 1000), ("walker_run", "walker", 1000),
                                  ("walker_walk", "walker", 1000), ("cheetah_run", "cheetah", 1000),
                                  ("jaco_reach_top_left", "jaco", 250), ("cartpole_swingup", "cartpole", 1000)):

@@ -19,7 +19,7 @@ def load_trajectories(data: DataConfig):
     if data.format == "minari":
         return minari.load(data.root)
     if not root.exists():
-        hint = f" Download {data.download_hint}." if data.download_hint else ""
+        hint = f" {data.download_hint}." if data.download_hint else ""
         raise FileNotFoundError(f"data path {root} does not exist.{hint}")
     if data.format == "exorl":
         return exorl.load(root, data.domain, data.algo, task=data.task if data.relabel else None,

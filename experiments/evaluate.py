@@ -190,8 +190,10 @@ def summary_table(summary: dict) -> str:
                      + [f"| {k.ljust(width)} | {v} |" for k, v in rows])
 
 
-def evaluate_run(run_dir: Path, *, num_envs: int | None = None, num_trials: int | None = None, video: bool = False):
-    """Loads ``run_dir``'s config, statistics and latest checkpoint, evaluates, and writes the reports."""
+def evaluate_run(run_dir: Path, *, num_envs: int | None = None, num_trials: int | None = None, video: bool = False,
+                 target_return: float | None = None, out_dir: Path | None = None):
+    """Loads ``run_dir``'s config, statistics and latest checkpoint, evaluates, and writes the reports to
+    ``out_dir`` (default: ``run_dir``, replacing its earlier evaluation)."""
     from experiments.checkpoints import Checkpoints
     from experiments.data import dataset_returns, load_trajectories
     from experiments.train import build
@@ -201,8 +203,8 @@ def evaluate_run(run_dir: Path, *, num_envs: int | None = None, num_trials: int 
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
     config = ExperimentConfig.from_json((run_dir / "config.json").read_text())
     config = dataclasses.replace(config, runs_dir=str(run_dir.parent), name=run_dir.name, eval=dataclasses.replace(
-        config.eval, **{k: v for k, v in (("num_envs", num_envs), ("num_trials", num_trials), ("video", video or None))
-                        if v is not None}))
+        config.eval, **{k: v for k, v in (("num_envs", num_envs), ("num_trials", num_trials), ("video", video or None),
+                                          ("target_return", target_return)) if v is not None}))
     stats = NormStats.load(run_dir / "norm_stats.json")
     trajectories = load_trajectories(config.data)
     model, mesh, state = build(config, trajectories)
@@ -211,7 +213,9 @@ def evaluate_run(run_dir: Path, *, num_envs: int | None = None, num_trials: int 
         raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint that can be restored")
     result = evaluate_params(config, restored.params, model, stats, dataset_returns(trajectories))
     result["checkpoint_step"] = step
-    write_reports(run_dir, result)
+    out_dir = run_dir if out_dir is None else Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_reports(out_dir, result)
     return result
 
 
@@ -221,14 +225,18 @@ def main(argv=None) -> int:
     parser.add_argument("--num-envs", type=int)
     parser.add_argument("--num-trials", type=int)
     parser.add_argument("--video", action="store_true")
+    parser.add_argument("--target-return", type=float, help="the return asked for (default: the run's own)")
+    parser.add_argument("--out", type=Path, help="write the reports here instead of into the run directory")
     args = parser.parse_args(argv)
     try:
-        result = evaluate_run(args.run, num_envs=args.num_envs, num_trials=args.num_trials, video=args.video)
+        result = evaluate_run(args.run, num_envs=args.num_envs, num_trials=args.num_trials, video=args.video,
+                              target_return=args.target_return, out_dir=args.out)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(markdown_table(result))
-    print(f"wrote {args.run / 'eval.json'}, {args.run / 'eval.md'}, {args.run / 'eval.png'}")
+    out = args.out or args.run
+    print(f"wrote {out / 'eval.json'}, {out / 'eval.md'}, {out / 'eval.png'}")
     return 0
 
 

@@ -1,16 +1,28 @@
 """The context-length sweep: trajectories in context x seeds, with BC-10% and DT baselines from the same code.
 
     python -m experiments.sweep                                  # default data, k = 1 2 4, one seed
-    python -m experiments.sweep --trajectories 1 2 4 8 16 --seeds 0 1 2 --steps 2000 --name cartpole_sweep
+    python -m experiments.sweep --trajectories 1 2 4 8 16 --seeds 0 1 2 --steps 800 \\
+        --tokens-per-batch 4096 --name cartpole
+    python -m experiments.sweep --methods at --trajectories 4 --set sampler.loss_on=last --name loss_last
+    python -m experiments.sweep --name cartpole --retarget 277 719 1000   # re-evaluate at other targets
 
 Every cell is an ordinary run under ``runs/<name>/<cell>``: a cell whose eval.json exists is skipped, and
 one that was interrupted resumes from its checkpoint, so the sweep resumes cell by cell. Produces
-``runs/<name>/sweep.md``, ``sweep.csv`` and ``sweep.png`` (return against trajectories in context).
+``runs/<name>/sweep.md`` (a table in the shape of the paper's Table 5, then the per-trial returns),
+``sweep.csv``, ``cells.json`` (every cell, with its wall and CPU time), ``sweep.png`` (return against
+trajectories in context) and ``trials.png`` (return against trial).
 
 Baselines (Table 5 of the Ring Attention paper): DT is one trajectory in a 20-step window conditioned on
 returns-to-go, evaluated with the same window; BC-10% is the same model without returns or rewards,
-trained on the best 10% of episodes. All cells train for the same number of optimiser steps with the same
-batch size.
+trained on the best 10% of episodes. Both are evaluated over ``--baseline-trials`` independent trials
+(each starts from an empty context), so their best-of-n is comparable with AT's.
+
+Equal compute: every cell trains for the same number of optimiser steps. With ``--tokens-per-batch T``
+every batch also holds about T tokens (batch size T // context steps, at least one context), so every
+method sees the same number of tokens; without it every cell keeps the preset's batch size.
+
+``--set section.field=value`` overrides a config field in every cell of the run (an ablation); values are
+read as JSON where they parse (numbers, true/false, null), otherwise as strings.
 """
 
 from __future__ import annotations
@@ -21,108 +33,196 @@ import dataclasses
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from experiments.config import ExperimentConfig, get_preset
 
+METHODS = ("at", "dt", "bc10")
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """``"sampler.loss_on=last"`` -> ("sampler", "loss_on", "last")."""
+    key, sep, raw = text.partition("=")
+    section, dot, field = key.partition(".")
+    if not sep or not dot or not field:
+        raise ValueError(f"--set {text!r}: expected section.field=value, e.g. sampler.loss_on=last")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return section, field, value
+
+
+def apply_overrides(config: ExperimentConfig, overrides: list[tuple[str, str, object]]) -> ExperimentConfig:
+    for section, field, value in overrides:
+        current = getattr(config, section, None)
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"--set {section}.{field}: {section!r} is not a config section")
+        if field not in {f.name for f in dataclasses.fields(current)}:
+            raise ValueError(f"--set {section}.{field}: {type(current).__name__} has no field {field!r}")
+        config = dataclasses.replace(config, **{section: dataclasses.replace(current, **{field: value})})
+    return config
+
 
 def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[int], steps: int, episode_length: int,
-                 window: int = 20) -> dict[str, ExperimentConfig]:
+                 *, window: int = 20, tokens_per_batch: int | None = None, baseline_trials: int | None = None,
+                 methods=METHODS, overrides=()) -> dict[str, ExperimentConfig]:
     """The config of every cell, keyed by cell name (``at_k4_seed0``, ``dt_seed0``, ``bc10_seed0``)."""
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"methods {sorted(unknown)} are unknown; expected some of {list(METHODS)}")
     chunk = base.model.query_chunk_size
+    baseline_trials = baseline_trials or max(trajectories)
+
+    def batch(context_steps: int) -> int:
+        if tokens_per_batch is None:
+            return base.sampler.batch_size
+        return max(1, tokens_per_batch // context_steps)  # a context longer than T trains alone
+
     cells = {}
     for seed in seeds:
         common = dict(train=dataclasses.replace(base.train, steps=steps, seed=seed, eval_every=0,
                                                 checkpoint_every=max(steps // 4, 1)),
                       optim=dataclasses.replace(base.optim, total_steps=steps))
-        for k in trajectories:
-            max_steps = -(-k * episode_length // chunk) * chunk if k * episode_length > chunk else k * episode_length
-            cells[f"at_k{k}_seed{seed}"] = dataclasses.replace(
-                base, **common, sampler=dataclasses.replace(base.sampler, num_trajectories=k, max_steps=max_steps,
-                                                            window="end"),
-                model=dataclasses.replace(base.model, max_trajectories=max(base.model.max_trajectories, k)),
-                eval=dataclasses.replace(base.eval, num_trials=k))
-        short = dict(query_chunk_size=window, key_chunk_size=window, ffn_chunk_size=window)
-        dt_eval = dataclasses.replace(base.eval, num_trials=1, context_steps=window, reset_context_each_trial=True)
-        cells[f"dt_seed{seed}"] = dataclasses.replace(
-            base, **common, sampler=dataclasses.replace(base.sampler, num_trajectories=1, max_steps=window,
-                                                        window="random"),
-            model=dataclasses.replace(base.model, **short), eval=dt_eval)
-        cells[f"bc10_seed{seed}"] = dataclasses.replace(
-            base, **common, sampler=dataclasses.replace(base.sampler, num_trajectories=1, max_steps=window,
-                                                        window="random", filter_top_fraction=0.1),
-            model=dataclasses.replace(base.model, use_returns=False, use_rewards=False, **short), eval=dt_eval)
-    return cells
+        if "at" in methods:
+            for k in trajectories:
+                steps_k = k * episode_length
+                max_steps = -(-steps_k // chunk) * chunk if steps_k > chunk else steps_k
+                cells[f"at_k{k}_seed{seed}"] = dataclasses.replace(
+                    base, **common,
+                    sampler=dataclasses.replace(base.sampler, num_trajectories=k, max_steps=max_steps, window="end",
+                                                batch_size=batch(max_steps)),
+                    model=dataclasses.replace(base.model, max_trajectories=max(base.model.max_trajectories, k)),
+                    eval=dataclasses.replace(base.eval, num_trials=k))
+        # A 20-step window needs no ring: the baselines attend on one device even where AT uses the ring.
+        short = dict(query_chunk_size=window, key_chunk_size=window, ffn_chunk_size=window,
+                     attention="blockwise" if base.model.attention == "ring" else base.model.attention)
+        dt_eval = dataclasses.replace(base.eval, num_trials=baseline_trials, context_steps=window,
+                                      reset_context_each_trial=True)
+        dt_sampler = dataclasses.replace(base.sampler, num_trajectories=1, max_steps=window, window="random",
+                                         batch_size=batch(window))
+        if "dt" in methods:
+            cells[f"dt_seed{seed}"] = dataclasses.replace(
+                base, **common, sampler=dt_sampler, model=dataclasses.replace(base.model, **short), eval=dt_eval)
+        if "bc10" in methods:
+            cells[f"bc10_seed{seed}"] = dataclasses.replace(
+                base, **common, sampler=dataclasses.replace(dt_sampler, filter_top_fraction=0.1),
+                model=dataclasses.replace(base.model, use_returns=False, use_rewards=False, **short), eval=dt_eval)
+    return {name: apply_overrides(config, list(overrides)) for name, config in cells.items()}
 
 
 def run_sweep(base: ExperimentConfig, name: str, trajectories: list[int], seeds: list[int], steps: int,
-              quiet: bool = False) -> list[dict]:
+              quiet: bool = False, **options) -> list[dict]:
     from experiments.data import load_trajectories
     from experiments.train import train
 
     episode_length = max(len(t) for t in load_trajectories(base.data))
     root = Path(base.runs_dir) / name
     rows = []
-    for cell, config in cell_configs(base, trajectories, seeds, steps, episode_length).items():
+    for cell, config in cell_configs(base, trajectories, seeds, steps, episode_length, **options).items():
         config = dataclasses.replace(config, name=cell, runs_dir=str(root))
-        done = config.run_dir / "eval.json"
-        if done.exists():
-            result = json.loads(done.read_text())
+        timing = config.run_dir / "timing.json"
+        if (config.run_dir / "eval.json").exists() and timing.exists():
+            result = json.loads((config.run_dir / "eval.json").read_text())
+            seconds = json.loads(timing.read_text())
             if not quiet:
                 print(f"{cell}: done earlier")
         else:
             if not quiet:
-                print(f"{cell}: training {steps} steps")
+                print(f"{cell}: training {steps} steps, batch {config.sampler.batch_size} x "
+                      f"{config.sampler.max_steps} steps", flush=True)
+            wall, cpu = time.perf_counter(), time.process_time()
             result = train(config, quiet=quiet)["eval"]
+            # CPU seconds of every thread of this process (XLA's included); resumed cells count this call only.
+            seconds = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+            timing.write_text(json.dumps(seconds))
         rows.append({"cell": cell, "method": cell.split("_seed")[0], "seed": config.train.seed,
-                     "trajectories": config.sampler.num_trajectories,
+                     "trajectories": config.sampler.num_trajectories, "trials": result["num_trials"],
+                     "batch_size": config.sampler.batch_size, "context_steps": config.sampler.max_steps,
                      "last_trial_mean_return": result["last_trial_mean_return"],
                      "best_of_n_mean_return": result["best_of_n_mean_return"],
-                     "first_trial_mean_return": result["per_trial_mean_return"][0]})
+                     "first_trial_mean_return": result["per_trial_mean_return"][0],
+                     "per_trial_mean_return": result["per_trial_mean_return"],
+                     "dataset_median_return": result["dataset_median_return"],
+                     "dataset_max_return": result["dataset_max_return"], **seconds})
     write_tables(root, rows)
     return rows
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean and std over seeds for each method."""
+    """Mean and std over seeds for each method (per-trial curves included)."""
     out = []
     for method in dict.fromkeys(r["method"] for r in rows):
         group = [r for r in rows if r["method"] == method]
-        entry = {"method": method, "trajectories": group[0]["trajectories"], "seeds": len(group)}
+        entry = {"method": method, **{key: group[0][key] for key in ("trajectories", "trials", "batch_size",
+                                                                      "context_steps")},
+                 "seeds": len(group), "cpu_minutes": sum(r["cpu_s"] for r in group) / 60,
+                 "wall_minutes": sum(r["wall_s"] for r in group) / 60}
         for key in ("first_trial_mean_return", "last_trial_mean_return", "best_of_n_mean_return"):
             values = np.array([r[key] for r in group])
             entry[key] = float(values.mean())
             entry[key.replace("mean_return", "std")] = float(values.std())
+        curves = np.array([r["per_trial_mean_return"] for r in group])
+        entry["per_trial_mean"], entry["per_trial_std"] = curves.mean(0).tolist(), curves.std(0).tolist()
         out.append(entry)
     return out
+
+
+def _label(method: str) -> str:
+    return {"dt": "DT", "bc10": "BC-10%"}.get(method, method.replace("at_k", "AT, k = "))
+
+
+def markdown(rows: list[dict]) -> str:
+    summary = aggregate(rows)
+    first = rows[0]
+    lines = [f"Dataset: median return {first['dataset_median_return']:.1f}, best {first['dataset_max_return']:.1f}. "
+             "Mean ± standard deviation over seeds of each seed's mean over the evaluation environments. "
+             "Last trial: the return of the final trial. Best of n: each environment's best trial, n = trials. "
+             "DT and BC-10% trials are independent (empty context each time).", "",
+             "| method | trajectories in context | steps per batch | seeds | trials (n) | first trial | last trial "
+             "| best of n | CPU min |", "|---|---|---|---|---|---|---|---|---|"]
+    for e in summary:
+        lines.append(f"| {_label(e['method'])} | {e['trajectories']} | {e['batch_size']} x {e['context_steps']} | "
+                     f"{e['seeds']} | {e['trials']} | "
+                     f"{e['first_trial_mean_return']:.1f} ± {e['first_trial_std']:.1f} | "
+                     f"{e['last_trial_mean_return']:.1f} ± {e['last_trial_std']:.1f} | "
+                     f"{e['best_of_n_mean_return']:.1f} ± {e['best_of_n_std']:.1f} | {e['cpu_minutes']:.1f} |")
+    most = max(e["trials"] for e in summary)
+    lines += ["", "Per-trial mean return (AT conditions each trial on the earlier ones):", "",
+              "| method | " + " | ".join(f"trial {i + 1}" for i in range(most)) + " |", "|---|" + "---|" * most]
+    for e in summary:
+        cells = [f"{m:.0f} ± {s:.0f}" for m, s in zip(e["per_trial_mean"], e["per_trial_std"])]
+        lines.append(f"| {_label(e['method'])} | " + " | ".join(cells + [""] * (most - len(cells))) + " |")
+    total_cpu = sum(r["cpu_s"] for r in rows) / 60
+    total_wall = sum(r["wall_s"] for r in rows) / 60
+    lines += ["", f"{len(rows)} cells; {total_cpu:.0f} CPU minutes, {total_wall:.0f} wall minutes in all."]
+    return "\n".join(lines) + "\n"
 
 
 def write_tables(root: Path, rows: list[dict]) -> None:
     summary = aggregate(rows)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(summary[0]))
+    fields = [k for k in summary[0] if not k.startswith("per_trial")]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(summary)
     (root / "sweep.csv").write_text(buffer.getvalue())
-    lines = ["| method | trajectories in context | seeds | first trial | last trial | best of n |", "|---|---|---|---|---|---|"]
-    for e in summary:
-        lines.append(f"| {e['method']} | {e['trajectories']} | {e['seeds']} | "
-                     f"{e['first_trial_mean_return']:.1f} ± {e['first_trial_std']:.1f} | "
-                     f"{e['last_trial_mean_return']:.1f} ± {e['last_trial_std']:.1f} | "
-                     f"{e['best_of_n_mean_return']:.1f} ± {e['best_of_n_std']:.1f} |")
-    (root / "sweep.md").write_text("\n".join(lines) + "\n")
-    _plot(root / "sweep.png", summary)
+    (root / "cells.json").write_text(json.dumps(rows, indent=1))
+    (root / "sweep.md").write_text(markdown(rows))
+    _plot(root, summary)
 
 
-def _plot(path: Path, summary: list[dict]) -> None:
+def _plot(root: Path, summary: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     at = [e for e in summary if e["method"].startswith("at_")]
+    baselines = [e for e in summary if not e["method"].startswith("at_")]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if at:
         ks = [e["trajectories"] for e in at]
@@ -131,14 +231,57 @@ def _plot(path: Path, summary: list[dict]) -> None:
                         capsize=3, label=label)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [str(k) for k in ks])
-    for e, style in zip([e for e in summary if not e["method"].startswith("at_")], ("--", ":")):
-        ax.axhline(e["last_trial_mean_return"], linestyle=style, color="gray", label=e["method"].upper())
+    for e, color in zip(baselines, ("tab:red", "tab:gray")):
+        mean, std = e["last_trial_mean_return"], e["last_trial_std"]
+        ax.axhline(mean, linestyle="--", color=color, label=f"{_label(e['method'])} (one trial)")
+        ax.axhspan(mean - std, mean + std, color=color, alpha=0.15)
     ax.set_xlabel("trajectories in context")
     ax.set_ylabel("return")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(root / "sweep.png", dpi=120)
     plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for e in at + baselines:
+        trials = np.arange(1, len(e["per_trial_mean"]) + 1)
+        ax.errorbar(trials, e["per_trial_mean"], yerr=e["per_trial_std"], marker="o", capsize=2,
+                    linestyle="-" if e in at else ":", label=_label(e["method"]))
+    ax.set_xlabel("trial")
+    ax.set_ylabel("return")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(root / "trials.png", dpi=120)
+    plt.close(fig)
+
+
+def retarget(root: Path, targets: list[float], methods: list[str], num_envs: int | None = None) -> str:
+    """Evaluates the finished cells of ``methods`` (e.g. ``at_k4``) again at each target return, into
+    ``<cell>/target_<T>/``, and writes ``targets.md``: the evaluation target-return ablation, no retraining."""
+    from experiments.evaluate import evaluate_run
+
+    cells = json.loads((root / "cells.json").read_text())
+    lines = ["| method | target return | seeds | first trial | last trial | best of n |", "|---|---|---|---|---|---|"]
+    for method in methods:
+        group = [c for c in cells if c["method"] == method]
+        if not group:
+            raise ValueError(f"{root} has no finished cells of method {method!r}")
+        for target in targets:
+            results = []
+            for cell in group:
+                out = root / cell["cell"] / f"target_{target:g}"
+                if (out / "eval.json").exists():
+                    results.append(json.loads((out / "eval.json").read_text()))
+                else:
+                    results.append(evaluate_run(root / cell["cell"], target_return=target, out_dir=out,
+                                                num_envs=num_envs))
+            values = {key: np.array([r[key] if key != "first" else r["per_trial_mean_return"][0] for r in results])
+                      for key in ("first", "last_trial_mean_return", "best_of_n_mean_return")}
+            stats = " | ".join(f"{v.mean():.1f} ± {v.std():.1f}" for v in values.values())
+            lines.append(f"| {_label(method)} | {target:g} | {len(results)} | {stats} |")
+    text = "\n".join(lines) + "\n"
+    (root / "targets.md").write_text(text)
+    return text
 
 
 def main(argv=None) -> int:
@@ -148,19 +291,32 @@ def main(argv=None) -> int:
     parser.add_argument("--trajectories", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--tokens-per-batch", type=int, default=None)
+    parser.add_argument("--baseline-trials", type=int, default=None, help="DT/BC trials (default: the largest k)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--runs-dir", default=None)
+    parser.add_argument("--retarget", type=float, nargs="+", metavar="RETURN",
+                        help="instead of training: evaluate the finished cells of --retarget-methods at these "
+                             "target returns and write targets.md")
+    parser.add_argument("--retarget-methods", nargs="+", default=["at_k4", "dt"])
     args = parser.parse_args(argv)
     try:
         base = get_preset(args.preset)
         if args.runs_dir:
             base = dataclasses.replace(base, runs_dir=args.runs_dir)
-        run_sweep(base, args.name, args.trajectories, args.seeds, args.steps)
+        if args.retarget:
+            print(retarget(Path(base.runs_dir) / args.name, args.retarget, args.retarget_methods))
+            return 0
+        overrides = [parse_override(text) for text in args.overrides]
+        run_sweep(base, args.name, args.trajectories, args.seeds, args.steps, tokens_per_batch=args.tokens_per_batch,
+                  baseline_trials=args.baseline_trials, methods=tuple(args.methods), overrides=overrides)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     root = Path(base.runs_dir) / args.name
     print((root / "sweep.md").read_text())
-    print(f"wrote {root / 'sweep.md'}, {root / 'sweep.csv'}, {root / 'sweep.png'}")
+    print(f"wrote {root / 'sweep.md'}, {root / 'sweep.csv'}, {root / 'sweep.png'}, {root / 'trials.png'}")
     return 0
 
 

@@ -84,7 +84,7 @@ def build(config: ExperimentConfig, trajectories):
                          f"devices of dp x fsdp in train.mesh={config.train.mesh!r}")
     tokens = config.sampler.max_steps * config.model.tokens_per_step
     pieces = mesh.shape["sp"] * (2 if config.model.layout == "zigzag" else 1)
-    if tokens % pieces:
+    if config.model.attention == "ring" and tokens % pieces:
         raise ValueError(f"a context of {tokens} tokens must divide into {pieces} pieces for sp={mesh.shape['sp']} "
                          f"and layout {config.model.layout!r}; change sampler.max_steps")
     action_dim = trajectories[0].action_dim
@@ -121,7 +121,7 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
                                             "dataset_mean_return": float(returns.mean())})
     model, mesh, state = build(config, trajectories)
     step_fn, state = make_train_step(model, config.optim, state, mesh)
-    batch_sharding = batch_shardings(mesh, model.batch_axes)
+    batch_sharding = batch_shardings(mesh, model.batch_axes, "sp" if model.mesh is not None else None)
     checkpoints = Checkpoints(run_dir / "checkpoints", config.train.keep_checkpoints)
     restored, start = checkpoints.restore_latest(state)
     if restored is not None:

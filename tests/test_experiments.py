@@ -64,6 +64,12 @@ def test_kill_resume_equals_uninterrupted_and_evaluates(data_root, tmp_path):
     assert any((whole.run_dir / "tb").iterdir())
     assert ExperimentConfig.from_json((whole.run_dir / "config.json").read_text()) == whole
 
+    # Another target return, reported elsewhere: the run's own evaluation stays as it was.
+    other = evaluate_job.evaluate_run(whole.run_dir, target_return=123.5, num_trials=1, out_dir=tmp_path / "t")
+    assert other["target_return"] == 123.5 and len(other["returns"]) == 1
+    assert json.loads((tmp_path / "t" / "eval.json").read_text())["target_return"] == 123.5
+    assert json.loads((whole.run_dir / "eval.json").read_text()) == saved
+
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path):
     config = _config(data_root, tmp_path, checkpoint_every=1)

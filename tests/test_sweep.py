@@ -1,0 +1,85 @@
+"""The context sweep: which cells it trains, with what compute, and its tables from a tiny end-to-end run."""
+
+import dataclasses
+import json
+
+import pytest
+
+from datasets import exorl
+from datasets.synthetic import random_trajectories
+from experiments import sweep
+from experiments.config import get_preset
+
+
+def test_cells_share_tokens_per_batch_and_overrides():
+    base = get_preset("default")
+    cells = sweep.cell_configs(base, [1, 2, 16], [0, 3], steps=40, episode_length=250, tokens_per_batch=2048,
+                               baseline_trials=6, overrides=[sweep.parse_override("sampler.loss_on=last")])
+    assert sorted(cells) == sorted(f"{m}_seed{s}" for m in ("at_k1", "at_k2", "at_k16", "dt", "bc10") for s in (0, 3))
+    shapes = {name: (c.sampler.batch_size, c.sampler.max_steps) for name, c in cells.items() if name.endswith("seed0")}
+    # k episodes of 250 steps, rounded up to the 256-step chunk; 2048 // steps contexts (at least one).
+    assert shapes == {"at_k1_seed0": (8, 250), "at_k2_seed0": (4, 512), "at_k16_seed0": (1, 4096),
+                      "dt_seed0": (102, 20), "bc10_seed0": (102, 20)}
+    for name, c in cells.items():
+        assert c.train.steps == c.optim.total_steps == 40 and c.train.seed == int(name[-1])
+        assert c.sampler.loss_on == "last"
+    at, dt, bc = cells["at_k16_seed3"], cells["dt_seed3"], cells["bc10_seed3"]
+    assert (at.num_trials, at.sampler.window, at.model.max_trajectories) == (16, "end", 16)
+    assert not at.eval.reset_context_each_trial and at.model.use_returns
+    for baseline in (dt, bc):
+        assert baseline.num_trials == 6 and baseline.eval.reset_context_each_trial and baseline.eval.context_steps == 20
+        assert baseline.sampler.window == "random" and baseline.sampler.num_trajectories == 1
+    assert dt.model.use_returns and dt.sampler.filter_top_fraction == 1.0
+    assert not bc.model.use_returns and not bc.model.use_rewards and bc.sampler.filter_top_fraction == 0.1
+    # Without a token budget every cell keeps the preset's batch size.
+    plain = sweep.cell_configs(base, [4], [0], 10, 250, methods=("at", "dt"))
+    assert sorted(plain) == ["at_k4_seed0", "dt_seed0"]
+    assert {c.sampler.batch_size for c in plain.values()} == {base.sampler.batch_size}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("sampler.loss_on", "expected section.field=value"),
+    ("loss_on=last", "expected section.field=value"),
+    ("sampler.loss=last", "SamplerConfig has no field 'loss'"),
+    ("name.x=1", "'name' is not a config section"),
+    ("sampler.loss_on=first", "loss_on must be 'all' or 'last'"),
+])
+def test_bad_overrides_name_the_problem(text, message):
+    with pytest.raises(ValueError, match=message):
+        sweep.cell_configs(get_preset("default"), [1], [0], 10, 250, overrides=[sweep.parse_override(text)])
+
+
+def test_parse_override_reads_json_values():
+    assert sweep.parse_override("eval.target_return=512.5") == ("eval", "target_return", 512.5)
+    assert sweep.parse_override("eval.target_return=null") == ("eval", "target_return", None)
+    assert sweep.parse_override("model.token_layout=interleaved") == ("model", "token_layout", "interleaved")
+
+
+def test_tiny_sweep_writes_tables_and_resumes(tmp_path, capsys):
+    root = tmp_path / "exorl"
+    exorl.save(root, "cartpole", "random", random_trajectories(5, [250] * 12, obs_dim=5, act_dim=1))
+    base = get_preset("tiny")
+    base = dataclasses.replace(base, runs_dir=str(tmp_path / "runs"),
+                               data=dataclasses.replace(base.data, root=str(root), algo="random"),
+                               eval=dataclasses.replace(base.eval, num_envs=1))
+    options = dict(tokens_per_batch=512, baseline_trials=2)
+    rows = sweep.run_sweep(base, "s", [2], [1], steps=2, quiet=True, **options)
+    assert [r["cell"] for r in rows] == ["at_k2_seed1", "dt_seed1", "bc10_seed1"]
+    for row in rows:
+        assert row["cpu_s"] > 0 and row["wall_s"] > 0 and len(row["per_trial_mean_return"]) == 2
+    out = tmp_path / "runs" / "s"
+    table = (out / "sweep.md").read_text()
+    assert "| AT, k = 2 | 2 | 1 x 512 | 1 | 2 |" in table and "| DT | 1 | 25 x 20 | 1 | 2 |" in table
+    assert "| BC-10% |" in table and "3 cells" in table
+    assert json.loads((out / "cells.json").read_text()) == json.loads(json.dumps(rows))
+    for name in ("sweep.csv", "sweep.png", "trials.png"):
+        assert (out / name).stat().st_size > 0
+    timing = (out / "dt_seed1" / "timing.json").read_text()
+    again = sweep.run_sweep(base, "s", [2], [1], steps=2, quiet=True, **options)
+    assert again == rows and (out / "dt_seed1" / "timing.json").read_text() == timing  # nothing retrained
+
+    text = sweep.retarget(out, [50.0], ["dt"])
+    assert "| DT | 50 | 1 |" in text and (out / "targets.md").read_text() == text
+    assert json.loads((out / "dt_seed1" / "target_50" / "eval.json").read_text())["target_return"] == 50.0
+    with pytest.raises(ValueError, match="no finished cells of method 'at_k8'"):
+        sweep.retarget(out, [50.0], ["at_k8"])
