@@ -2,9 +2,10 @@
 
     python -m experiments.sweep                                  # default data, k = 1 2 4, one seed
     python -m experiments.sweep --trajectories 1 2 4 8 16 --seeds 0 1 2 --steps 800 \\
-        --tokens-per-batch 4096 --name cartpole
+        --batch-steps 4096 --name cartpole
     python -m experiments.sweep --methods at --trajectories 4 --set sampler.loss_on=last --name loss_last
     python -m experiments.sweep --name cartpole --retarget 277 719 1000   # re-evaluate at other targets
+    python -m experiments.sweep --compare runs/cartpole runs/loss_last --compare-methods at_k4
 
 Every cell is an ordinary run under ``runs/<name>/<cell>``: a cell whose eval.json exists is skipped, and
 one that was interrupted resumes from its checkpoint, so the sweep resumes cell by cell. Produces
@@ -17,9 +18,10 @@ returns-to-go, evaluated with the same window; BC-10% is the same model without 
 trained on the best 10% of episodes. Both are evaluated over ``--baseline-trials`` independent trials
 (each starts from an empty context), so their best-of-n is comparable with AT's.
 
-Equal compute: every cell trains for the same number of optimiser steps. With ``--tokens-per-batch T``
-every batch also holds about T tokens (batch size T // context steps, at least one context), so every
-method sees the same number of tokens; without it every cell keeps the preset's batch size.
+Equal compute: every cell trains for the same number of optimiser steps. With ``--batch-steps T`` every
+batch also holds about T environment steps (batch size T // context steps, at least one context), which in
+the default fused token layout (one token per step) is the same number of tokens for every method;
+without it every cell keeps the preset's batch size.
 
 ``--set section.field=value`` overrides a config field in every cell of the run (an ablation); values are
 read as JSON where they parse (numbers, true/false, null), otherwise as strings.
@@ -68,7 +70,7 @@ def apply_overrides(config: ExperimentConfig, overrides: list[tuple[str, str, ob
 
 
 def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[int], steps: int, episode_length: int,
-                 *, window: int = 20, tokens_per_batch: int | None = None, baseline_trials: int | None = None,
+                 *, window: int = 20, batch_steps: int | None = None, baseline_trials: int | None = None,
                  methods=METHODS, overrides=()) -> dict[str, ExperimentConfig]:
     """The config of every cell, keyed by cell name (``at_k4_seed0``, ``dt_seed0``, ``bc10_seed0``)."""
     unknown = set(methods) - set(METHODS)
@@ -78,9 +80,9 @@ def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[in
     baseline_trials = baseline_trials or max(trajectories)
 
     def batch(context_steps: int) -> int:
-        if tokens_per_batch is None:
+        if batch_steps is None:
             return base.sampler.batch_size
-        return max(1, tokens_per_batch // context_steps)  # a context longer than T trains alone
+        return max(1, batch_steps // context_steps)  # a context longer than T trains alone
 
     cells = {}
     for seed in seeds:
@@ -284,6 +286,22 @@ def retarget(root: Path, targets: list[float], methods: list[str], num_envs: int
     return text
 
 
+def compare(roots: list[Path], methods: list[str]) -> str:
+    """One method across several finished sweeps (an ablation table): what each sweep's ``--set`` changed,
+    and its first-trial, last-trial and best-of-n returns (mean ± std over seeds)."""
+    lines = ["| sweep | method | seeds | first trial | last trial | best of n | CPU min |", "|---|---|---|---|---|---|---|"]
+    for root in roots:
+        cells = json.loads((Path(root) / "cells.json").read_text())
+        for entry in aggregate(cells):
+            if entry["method"] not in methods:
+                continue
+            stats = " | ".join(f"{entry[f'{key}_mean_return']:.1f} ± {entry[f'{key}_std']:.1f}"
+                               for key in ("first_trial", "last_trial", "best_of_n"))
+            lines.append(f"| {Path(root).name} | {_label(entry['method'])} | {entry['seeds']} | {stats} | "
+                         f"{entry['cpu_minutes']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="default")
@@ -291,7 +309,8 @@ def main(argv=None) -> int:
     parser.add_argument("--trajectories", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--tokens-per-batch", type=int, default=None)
+    parser.add_argument("--batch-steps", type=int, default=None,
+                        help="environment steps per batch for every cell (equal compute); default: preset batch size")
     parser.add_argument("--baseline-trials", type=int, default=None, help="DT/BC trials (default: the largest k)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
@@ -300,8 +319,14 @@ def main(argv=None) -> int:
                         help="instead of training: evaluate the finished cells of --retarget-methods at these "
                              "target returns and write targets.md")
     parser.add_argument("--retarget-methods", nargs="+", default=["at_k4", "dt"])
+    parser.add_argument("--compare", type=Path, nargs="+", metavar="SWEEP_DIR",
+                        help="instead of training: print --compare-methods across these finished sweeps")
+    parser.add_argument("--compare-methods", nargs="+", default=["at_k4"])
     args = parser.parse_args(argv)
     try:
+        if args.compare:
+            print(compare(args.compare, args.compare_methods))
+            return 0
         base = get_preset(args.preset)
         if args.runs_dir:
             base = dataclasses.replace(base, runs_dir=args.runs_dir)
@@ -309,7 +334,7 @@ def main(argv=None) -> int:
             print(retarget(Path(base.runs_dir) / args.name, args.retarget, args.retarget_methods))
             return 0
         overrides = [parse_override(text) for text in args.overrides]
-        run_sweep(base, args.name, args.trajectories, args.seeds, args.steps, tokens_per_batch=args.tokens_per_batch,
+        run_sweep(base, args.name, args.trajectories, args.seeds, args.steps, batch_steps=args.batch_steps,
                   baseline_trials=args.baseline_trials, methods=tuple(args.methods), overrides=overrides)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

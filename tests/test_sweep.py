@@ -11,9 +11,9 @@ from experiments import sweep
 from experiments.config import get_preset
 
 
-def test_cells_share_tokens_per_batch_and_overrides():
+def test_cells_share_batch_steps_and_overrides():
     base = get_preset("default")
-    cells = sweep.cell_configs(base, [1, 2, 16], [0, 3], steps=40, episode_length=250, tokens_per_batch=2048,
+    cells = sweep.cell_configs(base, [1, 2, 16], [0, 3], steps=40, episode_length=250, batch_steps=2048,
                                baseline_trials=6, overrides=[sweep.parse_override("sampler.loss_on=last")])
     assert sorted(cells) == sorted(f"{m}_seed{s}" for m in ("at_k1", "at_k2", "at_k16", "dt", "bc10") for s in (0, 3))
     shapes = {name: (c.sampler.batch_size, c.sampler.max_steps) for name, c in cells.items() if name.endswith("seed0")}
@@ -62,7 +62,7 @@ def test_tiny_sweep_writes_tables_and_resumes(tmp_path, capsys):
     base = dataclasses.replace(base, runs_dir=str(tmp_path / "runs"),
                                data=dataclasses.replace(base.data, root=str(root), algo="random"),
                                eval=dataclasses.replace(base.eval, num_envs=1))
-    options = dict(tokens_per_batch=512, baseline_trials=2)
+    options = dict(batch_steps=512, baseline_trials=2)
     rows = sweep.run_sweep(base, "s", [2], [1], steps=2, quiet=True, **options)
     assert [r["cell"] for r in rows] == ["at_k2_seed1", "dt_seed1", "bc10_seed1"]
     for row in rows:
@@ -81,5 +81,8 @@ def test_tiny_sweep_writes_tables_and_resumes(tmp_path, capsys):
     text = sweep.retarget(out, [50.0], ["dt"])
     assert "| DT | 50 | 1 |" in text and (out / "targets.md").read_text() == text
     assert json.loads((out / "dt_seed1" / "target_50" / "eval.json").read_text())["target_return"] == 50.0
+    table = sweep.compare([out, out], ["at_k2", "bc10"])
+    assert table.count("| s | AT, k = 2 | 1 |") == 2 and table.count("| s | BC-10% | 1 |") == 2
+    assert "| DT |" not in table
     with pytest.raises(ValueError, match="no finished cells of method 'at_k8'"):
         sweep.retarget(out, [50.0], ["at_k8"])
