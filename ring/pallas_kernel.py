@@ -10,7 +10,7 @@ very same kernel bodies). Layouts are the ring's own, so nothing is transposed o
     q_pos, k_pos:    int32 [q_len], [k_len]                (global token positions, ring.global_positions)
     q_seg, k_seg:    int [batch, q_len], [batch, k_len], or None
 
-Forward (:func:`forward`): the grid is (batch, q_heads, q_len / block_q); each program keeps one query tile
+Forward (:func:`forward`): the grid is (q_len / block_q, batch, q_heads); each program keeps one query tile
 and runs the online softmax (Milakov & Gimelshein 2018; Ring Attention paper section 3) over the key tiles
 of the block, then writes the tile's *normalised* partial output and its log-sum-exp. Two such partials over
 disjoint key sets merge exactly (:func:`merge`):
@@ -47,6 +47,10 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 F32 = jnp.float32
+# Scores are kept in base-2 units inside the kernels: exp2 is one hardware instruction on GPUs, while exp
+# lowers to a longer libdevice routine. lse enters and leaves in natural log.
+LOG2E = math.log2(math.e)
+LN2 = math.log(2.0)
 DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 # Triton needs power-of-two tensors of at least 16 rows/columns for a tensor-core dot.
 MIN_GPU_TILE = 16
@@ -194,11 +198,19 @@ def _bounds(q_pos, k_pos, tq: int, tk: int, *, causal: bool, segments: bool):
             jnp.stack([start, full_start], axis=1).astype(jnp.int32))
 
 
+def _query_tile_order(num_tiles: int, causal: bool):
+    """Grid index -> query tile. Causal rows get longer with position, so the last tiles launch first and
+    the short ones fill the tail of the grid."""
+    if not causal:
+        return lambda i: i
+    return lambda i: num_tiles - 1 - i
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Forward.
 
 
-def _forward_kernel(*refs, causal, scale, block_k, has_seg):
+def _forward_kernel(*refs, causal, scale, block_k, has_seg):  # scale: of the scores, times log2(e)
     if has_seg:
         q_ref, k_ref, v_ref, qpos_ref, kpos_ref, bounds_ref, qseg_ref, kseg_ref, o_ref, lse_ref = refs
         q_seg = qseg_ref[...]
@@ -213,15 +225,15 @@ def _forward_kernel(*refs, causal, scale, block_k, has_seg):
         def run(j, carry):
             o, m, l = carry
             keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
-            s = _dot(q, k_ref[keys, :], (1, 1)) * scale  # [tq, tk] float32
+            s = _dot(q, k_ref[keys, :], (1, 1)) * scale  # [tq, tk] float32, base 2
             if masked:
                 mask = _tile_mask(q_pos, kpos_ref[keys], q_seg, kseg_ref[keys] if has_seg else None, causal)
                 s = jnp.where(mask, s, -jnp.inf)
             m_new = jnp.maximum(m, jnp.max(s, axis=1))
             # A row may have met no key yet (max -inf): shift it by 0 so that exp gives 0, not NaN.
             m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new) if masked else m_new
-            p = jnp.exp(s - m_safe[:, None])
-            alpha = jnp.exp(m - m_safe)
+            p = jnp.exp2(s - m_safe[:, None])
+            alpha = jnp.exp2(m - m_safe)
             v = v_ref[keys, :]
             o = o * alpha[:, None] + _dot(p.astype(v.dtype), v)
             return o, m_new, l * alpha + jnp.sum(p, axis=1)
@@ -235,7 +247,7 @@ def _forward_kernel(*refs, causal, scale, block_k, has_seg):
     empty = l == 0.0  # a query that no key of this block may attend to: output 0, lse -inf
     l_safe = jnp.where(empty, 1.0, l)
     o_ref[...] = (o / l_safe[:, None]).astype(o_ref.dtype)
-    lse_ref[...] = jnp.where(empty, -jnp.inf, m + jnp.log(l_safe))
+    lse_ref[...] = jnp.where(empty, -jnp.inf, m * LN2 + jnp.log(l_safe))
 
 
 def forward(q, k, v, q_pos, k_pos, q_seg=None, k_seg=None, *, causal: bool, scale: float, tiles: Tiles,
@@ -261,27 +273,28 @@ def forward(q, k, v, q_pos, k_pos, q_seg=None, k_seg=None, *, causal: bool, scal
     tq, tk = tiles.block_q, tiles.block_k
     has_seg = q_seg is not None
     q_bounds, _ = _bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg)
-    grid = (batch, q_heads, q_len // tq)
+    order = _query_tile_order(q_len // tq, causal)
+    grid = (q_len // tq, batch, q_heads)  # the first axis varies fastest on launch: a head's tiles run together
     in_specs = [
-        pl.BlockSpec((None, tq, None, head_dim), lambda b, h, i: (b, i, h, 0)),
-        pl.BlockSpec((None, k_len, None, head_dim), lambda b, h, i: (b, 0, h // groups, 0)),
-        pl.BlockSpec((None, k_len, None, head_dim), lambda b, h, i: (b, 0, h // groups, 0)),
-        pl.BlockSpec((tq,), lambda b, h, i: (i,)),
-        pl.BlockSpec((k_len,), lambda b, h, i: (0,)),
-        pl.BlockSpec((None, 2), lambda b, h, i: (i, 0)),
+        pl.BlockSpec((None, tq, None, head_dim), lambda i, b, h: (b, order(i), h, 0)),
+        pl.BlockSpec((None, k_len, None, head_dim), lambda i, b, h: (b, 0, h // groups, 0)),
+        pl.BlockSpec((None, k_len, None, head_dim), lambda i, b, h: (b, 0, h // groups, 0)),
+        pl.BlockSpec((tq,), lambda i, b, h: (order(i),)),
+        pl.BlockSpec((k_len,), lambda i, b, h: (0,)),
+        pl.BlockSpec((None, 2), lambda i, b, h: (order(i), 0)),
     ]
     args = [q, k, v, q_pos.astype(jnp.int32), k_pos.astype(jnp.int32), q_bounds]
     if has_seg:
-        in_specs += [pl.BlockSpec((None, tq), lambda b, h, i: (b, i)),
-                     pl.BlockSpec((None, k_len), lambda b, h, i: (b, 0))]
+        in_specs += [pl.BlockSpec((None, tq), lambda i, b, h: (b, order(i))),
+                     pl.BlockSpec((None, k_len), lambda i, b, h: (b, 0))]
         args += [q_seg, k_seg]
-    kernel = functools.partial(_forward_kernel, causal=causal, scale=scale, block_k=tk, has_seg=has_seg)
+    kernel = functools.partial(_forward_kernel, causal=causal, scale=scale * LOG2E, block_k=tk, has_seg=has_seg)
     return pl.pallas_call(
         kernel,
         grid=grid,
         in_specs=in_specs,
-        out_specs=[pl.BlockSpec((None, tq, None, head_dim), lambda b, h, i: (b, i, h, 0)),
-                   pl.BlockSpec((None, None, tq), lambda b, h, i: (b, h, i))],
+        out_specs=[pl.BlockSpec((None, tq, None, head_dim), lambda i, b, h: (b, order(i), h, 0)),
+                   pl.BlockSpec((None, None, tq), lambda i, b, h: (b, h, order(i)))],
         out_shape=[_out_struct(q.shape, out_dtype or q.dtype, q), _out_struct((batch, q_heads, q_len), F32, q)],
         compiler_params=None if interpret else _compiler_params(tiles.num_warps, tiles.num_stages),
         interpret=interpret,
@@ -331,7 +344,8 @@ def _dkdv_kernel(*refs, causal, scale, block_q, groups, has_seg):
                 dk, dv = carry
                 rows = pl.ds(pl.multiple_of(i * block_q, block_q), block_q)
                 q, do = q_ref[rows, g, :], do_ref[rows, g, :]  # [tq, d]
-                p = jnp.exp(_dot(q, k, (1, 1)) * scale - lse_ref[g, rows][:, None])  # [tq, tk]
+                lse = lse_ref[g, rows][:, None] * LOG2E
+                p = jnp.exp2(_dot(q, k, (1, 1)) * (scale * LOG2E) - lse)  # [tq, tk]
                 if masked:
                     mask = _tile_mask(qpos_ref[rows], k_pos, qseg_ref[rows] if has_seg else None, k_seg, causal)
                     p = jnp.where(mask, p, 0.0)
@@ -359,13 +373,13 @@ def _dq_kernel(*refs, causal, scale, block_k, has_seg):
         q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qpos_ref, kpos_ref, bounds_ref, dq_ref = refs
         q_seg = None
     q, do = q_ref[...], do_ref[...]  # [tq, d]
-    lse, delta, q_pos = lse_ref[...][:, None], delta_ref[...][:, None], qpos_ref[...]
+    lse, delta, q_pos = lse_ref[...][:, None] * LOG2E, delta_ref[...][:, None], qpos_ref[...]
 
     def body(masked):
         def run(j, dq):
             keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
             k, v = k_ref[keys, :], v_ref[keys, :]
-            p = jnp.exp(_dot(q, k, (1, 1)) * scale - lse)
+            p = jnp.exp2(_dot(q, k, (1, 1)) * (scale * LOG2E) - lse)
             if masked:
                 mask = _tile_mask(q_pos, kpos_ref[keys], q_seg, kseg_ref[keys] if has_seg else None, causal)
                 p = jnp.where(mask, p, 0.0)
@@ -406,20 +420,20 @@ def backward(q, k, v, do, lse, delta, q_pos, k_pos, q_seg=None, k_seg=None, *, c
     params = None if interpret else _compiler_params(tiles.bwd_warps, tiles.bwd_stages)
 
     # dK, dV: one program per (batch, K/V head, key tile); the group's query heads are looped inside.
-    whole_q = pl.BlockSpec((None, q_len, groups, head_dim), lambda b, h, j: (b, 0, h, 0))
-    whole_stat = pl.BlockSpec((None, groups, q_len), lambda b, h, j: (b, h, 0))
-    key_tile = pl.BlockSpec((None, tk, None, head_dim), lambda b, h, j: (b, j, h, 0))
+    whole_q = pl.BlockSpec((None, q_len, groups, head_dim), lambda j, b, h: (b, 0, h, 0))
+    whole_stat = pl.BlockSpec((None, groups, q_len), lambda j, b, h: (b, h, 0))
+    key_tile = pl.BlockSpec((None, tk, None, head_dim), lambda j, b, h: (b, j, h, 0))
     in_specs = [whole_q, key_tile, key_tile, whole_q, whole_stat, whole_stat,
-                pl.BlockSpec((q_len,), lambda b, h, j: (0,)), pl.BlockSpec((tk,), lambda b, h, j: (j,)),
-                pl.BlockSpec((None, 2), lambda b, h, j: (j, 0))]
+                pl.BlockSpec((q_len,), lambda j, b, h: (0,)), pl.BlockSpec((tk,), lambda j, b, h: (j,)),
+                pl.BlockSpec((None, 2), lambda j, b, h: (j, 0))]
     args = [q, k, v, do, lse, delta, q_pos, k_pos, k_bounds]
     if has_seg:
-        in_specs += [pl.BlockSpec((None, q_len), lambda b, h, j: (b, 0)),
-                     pl.BlockSpec((None, tk), lambda b, h, j: (b, j))]
+        in_specs += [pl.BlockSpec((None, q_len), lambda j, b, h: (b, 0)),
+                     pl.BlockSpec((None, tk), lambda j, b, h: (b, j))]
         args += [q_seg, k_seg]
     dk, dv = pl.pallas_call(
         functools.partial(_dkdv_kernel, causal=causal, scale=scale, block_q=tq, groups=groups, has_seg=has_seg),
-        grid=(batch, kv_heads, k_len // tk),
+        grid=(k_len // tk, batch, kv_heads),
         in_specs=in_specs,
         out_specs=[key_tile, key_tile],
         out_shape=[_out_struct(k.shape, dkv_dtype, q)] * 2,
@@ -429,20 +443,21 @@ def backward(q, k, v, do, lse, delta, q_pos, k_pos, q_seg=None, k_seg=None, *, c
     )(*args)
 
     # dQ: one program per (batch, query head, query tile), looping over the key tiles.
-    query_tile = pl.BlockSpec((None, tq, None, head_dim), lambda b, h, i: (b, i, h, 0))
-    whole_k = pl.BlockSpec((None, k_len, None, head_dim), lambda b, h, i: (b, 0, h // groups, 0))
-    stat_tile = pl.BlockSpec((None, None, tq), lambda b, h, i: (b, h, i))
+    order = _query_tile_order(q_len // tq, causal)
+    query_tile = pl.BlockSpec((None, tq, None, head_dim), lambda i, b, h: (b, order(i), h, 0))
+    whole_k = pl.BlockSpec((None, k_len, None, head_dim), lambda i, b, h: (b, 0, h // groups, 0))
+    stat_tile = pl.BlockSpec((None, None, tq), lambda i, b, h: (b, h, order(i)))
     in_specs = [query_tile, whole_k, whole_k, query_tile, stat_tile, stat_tile,
-                pl.BlockSpec((tq,), lambda b, h, i: (i,)), pl.BlockSpec((k_len,), lambda b, h, i: (0,)),
-                pl.BlockSpec((None, 2), lambda b, h, i: (i, 0))]
+                pl.BlockSpec((tq,), lambda i, b, h: (order(i),)), pl.BlockSpec((k_len,), lambda i, b, h: (0,)),
+                pl.BlockSpec((None, 2), lambda i, b, h: (order(i), 0))]
     args = [q, k, v, do, lse, delta, q_pos, k_pos, q_bounds]
     if has_seg:
-        in_specs += [pl.BlockSpec((None, tq), lambda b, h, i: (b, i)),
-                     pl.BlockSpec((None, k_len), lambda b, h, i: (b, 0))]
+        in_specs += [pl.BlockSpec((None, tq), lambda i, b, h: (b, order(i))),
+                     pl.BlockSpec((None, k_len), lambda i, b, h: (b, 0))]
         args += [q_seg, k_seg]
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, causal=causal, scale=scale, block_k=tk, has_seg=has_seg),
-        grid=(batch, q_heads, q_len // tq),
+        grid=(q_len // tq, batch, q_heads),
         in_specs=in_specs,
         out_specs=query_tile,
         out_shape=_out_struct(q.shape, dq_dtype, q),

@@ -79,9 +79,9 @@ def _positions(kind):
     return global_positions(1, 16, 2, kind), global_positions(0, 16, 2, kind)
 
 
-@pytest.mark.parametrize("positions", ["zigzag", "striped", "tiles-shuffled"])
-@pytest.mark.parametrize("causal,segments", [(True, False), (True, True), (False, True)],
-                         ids=["causal", "causal-seg", "full-seg"])
+@pytest.mark.parametrize("positions,causal,segments", [
+    ("zigzag", True, False), ("striped", True, True), ("zigzag", False, True),
+    ("tiles-shuffled", True, False), ("tiles-shuffled", True, True)])
 def test_block_pair_matches_float64(positions, causal, segments):
     # A query block against another device's K/V block: non-contiguous global positions, GQA (4 on 2 heads),
     # tiles of 4 x 8 (forward) and 4 x 4 (backward) inside 16-token blocks.
@@ -225,6 +225,29 @@ def test_ring_attention_in_own_shard_map():
                         mesh=mesh, in_specs=(P(None, "sp"),) * 3, out_specs=P(None, "sp"), check_vma=False)
     expected = attention_and_grads(q, k, v, q, causal=True)[0]
     assert _max_err(jax.jit(run)(q, k, v), expected) <= F32_OUT
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_kernels_lower_to_triton_for_gpu(monkeypatch, dtype):
+    # Without a GPU the compiled path can still be lowered: exporting for CUDA runs the Pallas -> Triton
+    # lowering (power-of-two tiles, supported primitives) of the forward and both backward kernels, here
+    # through a ring of 4 (the step inside lax.cond and the ring loop) and a ring of one.
+    from jax import export
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    checks = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
+    q = jax.ShapeDtypeStruct((1, 512, 4, 128), dtype)
+    kv = jax.ShapeDtypeStruct((1, 512, 2, 128), dtype)
+    seg = jax.ShapeDtypeStruct((1, 512), jnp.int32)
+    for n in (1, 4):
+        mesh = _mesh(n)
+
+        def train(q, k, v, seg, dout):
+            out, vjp = jax.vjp(lambda q, k, v: sharded_attention(q, k, v, mesh=mesh, segment_ids=seg), q, k, v)
+            return out, vjp(dout)
+
+        module = export.export(jax.jit(train), platforms=["cuda"], disabled_checks=checks)(q, kv, kv, seg, q)
+        assert module.mlir_module().count("__gpu$xla.gpu.triton") == 3  # forward, dK/dV, dQ
 
 
 # --------------------------------------------------------------------------------------------------------
