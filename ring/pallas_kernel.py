@@ -26,18 +26,13 @@ every block's share of the gradient is independent of the others. :func:`backwar
 program per key tile accumulates dk, dv over the query tiles (and over the query heads of a K/V group, so
 grouped-query attention needs no atomics), one program per query tile accumulates dq over the key tiles.
 
-Masks are built from positions, never from tile indices: zigzag and striped blocks hold non-contiguous
-tokens. Outside the kernel a few XLA ops summarise each tile's position range and turn it into loop bounds
-per tile (:func:`_bounds`): which tiles are FULL (every pair attends: no mask work), MASKED (the causal
-diagonal, any tile when segment ids are given) or SKIPPED (the causal mask empties it: not visited at all).
-Ring positions increase within a block, so these are three contiguous runs and each program runs at most
-two loops, the unmasked one without any ``where``. The bounds are exact for any positions: a run is
-called FULL only when every tile in it is.
+Masks come from global positions and segment ids; which tiles each program visits, and which of them
+need a mask at all, is decided outside the kernels (:mod:`ring.pallas_tiles`): fully masked tiles are
+never visited, fully visible ones are computed without any mask work.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -46,91 +41,13 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from ring.pallas_tiles import Tiles, compiler_params, query_tile_order, tile_bounds
+
 F32 = jnp.float32
 # Scores are kept in base-2 units inside the kernels: exp2 is one hardware instruction on GPUs, while exp
 # lowers to a longer libdevice routine. lse enters and leaves in natural log.
 LOG2E = math.log2(math.e)
 LN2 = math.log(2.0)
-DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
-# Triton needs power-of-two tensors of at least 16 rows/columns for a tensor-core dot.
-MIN_GPU_TILE = 16
-
-
-@dataclasses.dataclass(frozen=True)
-class Tiles:
-    """Tile sizes and Triton launch settings of the three kernels.
-
-    Attributes:
-      block_q, block_k: forward tile (queries per program, keys per loop iteration).
-      bwd_q, bwd_k: backward tiles (the dK/dV kernel keeps a key tile of ``bwd_k`` and loops over query
-        tiles of ``bwd_q``; the dQ kernel the other way round).
-      num_warps, num_stages: forward launch settings; bwd_warps, bwd_stages the backward's.
-    """
-
-    block_q: int
-    block_k: int
-    bwd_q: int
-    bwd_k: int
-    num_warps: int
-    num_stages: int
-    bwd_warps: int
-    bwd_stages: int
-
-
-def default_tiles(head_dim: int, q_len: int, k_len: int, *, max_q: int | None = None,
-                  max_k: int | None = None) -> Tiles:
-    """Tiles tuned per head_dim (H100/H200, bf16), shrunk to divide the block and the caps.
-
-    head_dim 128: a 128 x 64 forward tile on 8 warps keeps the [128, 128] float32 accumulator and a [128, 64]
-    score tile in registers; head_dim <= 64 fits 128 x 64 on 4 warps with a deeper pipeline. The backward
-    holds two accumulators (dk, dv) per program, so it uses 64 x 64 tiles.
-
-    Args:
-      head_dim: the attention head size.
-      q_len, k_len: block lengths the tiles must divide.
-      max_q, max_k: caps on the query and key tiles (the ring's chunk sizes); tiles never exceed them.
-    """
-    big = head_dim > 64
-    fit_q = functools.partial(_fit, q_len if max_q is None else math.gcd(q_len, max_q))
-    fit_k = functools.partial(_fit, k_len if max_k is None else math.gcd(k_len, max_k))
-    return Tiles(block_q=fit_q(128), block_k=fit_k(64), bwd_q=fit_q(64), bwd_k=fit_k(64),
-                 num_warps=8 if big else 4, num_stages=3 if big else 3,
-                 bwd_warps=8 if big else 4, bwd_stages=2 if big else 3)
-
-
-def _fit(length: int, target: int) -> int:
-    """The largest power-of-two divisor of ``length`` that is at most ``target`` (a power of two)."""
-    return math.gcd(length, target)
-
-
-def check_supported(q, k, tiles: Tiles, *, interpret: bool) -> str | None:
-    """Why the kernels cannot run these inputs (a message naming the value), or None when they can.
-
-    Interpret mode runs anything; compiled Triton wants power-of-two head_dim and tiles of at least 16.
-    """
-    if q.dtype not in DTYPES or k.dtype != q.dtype:
-        return f"the Pallas kernel supports float32, bfloat16 and float16 inputs, got q {q.dtype}, k {k.dtype}"
-    if interpret:
-        return None
-    head_dim = q.shape[-1]
-    if head_dim < MIN_GPU_TILE or head_dim & (head_dim - 1):
-        return f"the Pallas GPU kernel needs a power-of-two head_dim >= {MIN_GPU_TILE}, got {head_dim}"
-    small = {name: size for name, size in dataclasses.asdict(tiles).items()
-             if name.startswith(("block", "bwd_q", "bwd_k")) and size < MIN_GPU_TILE}
-    if small:
-        return (f"the Pallas GPU kernel needs tiles of at least {MIN_GPU_TILE} tokens, got {small}: the block "
-                f"length {q.shape[1]} and the chunk sizes must be multiples of {MIN_GPU_TILE}")
-    return None
-
-
-def _compiler_params(num_warps: int, num_stages: int):
-    """Triton launch settings; the class was renamed (TritonCompilerParams -> CompilerParams)."""
-    from jax.experimental.pallas import triton as plgpu
-
-    cls = getattr(plgpu, "CompilerParams", None) or getattr(plgpu, "TritonCompilerParams")
-    return cls(num_warps=num_warps, num_stages=num_stages)
-
-
 def _out_struct(shape, dtype, like):
     """An output shape that varies over the same mesh axes as ``like``, as ``shard_map(check_vma=True)``
     requires of a ``pallas_call`` inside it (the attribute was ``vma`` before ``manual_axis_type``)."""
@@ -161,49 +78,6 @@ def _tile_mask(q_pos, k_pos, q_seg, k_seg, causal: bool):
         same = q_seg[:, None] == k_seg[None, :]
         mask = same if mask is None else mask & same
     return mask
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Loop bounds per tile (XLA, outside the kernels).
-
-
-def _tile_ranges(pos, tile: int):
-    tiles = pos.reshape(-1, tile)
-    return jnp.min(tiles, axis=1), jnp.max(tiles, axis=1)
-
-
-def _bounds(q_pos, k_pos, tq: int, tk: int, *, causal: bool, segments: bool):
-    """Per query tile ``[full_end, end]`` (key tiles [0, full_end) unmasked, [full_end, end) masked) and per
-    key tile ``[start, full_start]`` (query tiles [start, full_start) masked, [full_start, nq) unmasked).
-
-    Returns:
-      int32 [nq, 2] for the query-tile loops and int32 [nk, 2] for the key-tile loops.
-    """
-    q_lo, q_hi = _tile_ranges(q_pos, tq)
-    k_lo, k_hi = _tile_ranges(k_pos, tk)
-    nq, nk = q_lo.shape[0], k_lo.shape[0]
-    if causal:
-        may = k_lo[None, :] <= q_hi[:, None]  # [nq, nk]: some pair attends
-        full = (k_hi[None, :] <= q_lo[:, None]) & (not segments)
-    else:
-        may = jnp.ones((nq, nk), bool)
-        full = jnp.full((nq, nk), not segments)
-    k_idx, q_idx = jnp.arange(nk, dtype=jnp.int32), jnp.arange(nq, dtype=jnp.int32)
-    end = jnp.max(jnp.where(may, k_idx[None, :] + 1, 0), axis=1)  # one past the last tile to visit
-    full_end = jnp.minimum(jnp.sum(jnp.cumprod(full, axis=1), axis=1), end)  # leading run of full tiles
-    start = jnp.min(jnp.where(may, q_idx[:, None], nq), axis=0)  # first query tile to visit
-    trailing = jnp.sum(jnp.cumprod(full[::-1], axis=0), axis=0)  # trailing run of full tiles
-    full_start = jnp.maximum(nq - trailing, start)
-    return (jnp.stack([full_end, end], axis=1).astype(jnp.int32),
-            jnp.stack([start, full_start], axis=1).astype(jnp.int32))
-
-
-def _query_tile_order(num_tiles: int, causal: bool):
-    """Grid index -> query tile. Causal rows get longer with position, so the last tiles launch first and
-    the short ones fill the tail of the grid."""
-    if not causal:
-        return lambda i: i
-    return lambda i: num_tiles - 1 - i
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -260,7 +134,7 @@ def forward(q, k, v, q_pos, k_pos, q_seg=None, k_seg=None, *, causal: bool, scal
       q_seg, k_seg: segment ids [b, q_len], [b, k_len], or both None.
       causal: mask keys at later global positions than the query.
       scale: the score scale, 1/sqrt(d).
-      tiles: from :func:`default_tiles`; block_q, block_k must divide q_len, k_len.
+      tiles: from :func:`ring.pallas_tiles.default_tiles`; block_q, block_k must divide q_len, k_len.
       out_dtype: dtype of the partial output (q's by default; float32 to merge partials exactly).
       interpret: run the kernel through the Pallas interpreter (any backend) instead of Triton.
 
@@ -272,8 +146,8 @@ def forward(q, k, v, q_pos, k_pos, q_seg=None, k_seg=None, *, causal: bool, scal
     groups = q_heads // kv_heads
     tq, tk = tiles.block_q, tiles.block_k
     has_seg = q_seg is not None
-    q_bounds, _ = _bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg)
-    order = _query_tile_order(q_len // tq, causal)
+    q_bounds, _ = tile_bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg)
+    order = query_tile_order(q_len // tq, causal)
     grid = (q_len // tq, batch, q_heads)  # the first axis varies fastest on launch: a head's tiles run together
     in_specs = [
         pl.BlockSpec((None, tq, None, head_dim), lambda i, b, h: (b, order(i), h, 0)),
@@ -296,7 +170,7 @@ def forward(q, k, v, q_pos, k_pos, q_seg=None, k_seg=None, *, causal: bool, scal
         out_specs=[pl.BlockSpec((None, tq, None, head_dim), lambda i, b, h: (b, order(i), h, 0)),
                    pl.BlockSpec((None, None, tq), lambda i, b, h: (b, h, order(i)))],
         out_shape=[_out_struct(q.shape, out_dtype or q.dtype, q), _out_struct((batch, q_heads, q_len), F32, q)],
-        compiler_params=None if interpret else _compiler_params(tiles.num_warps, tiles.num_stages),
+        compiler_params=None if interpret else compiler_params(tiles.num_warps, tiles.num_stages),
         interpret=interpret,
         name="ring_step_forward",
     )(*args)
@@ -404,7 +278,7 @@ def backward(q, k, v, do, lse, delta, q_pos, k_pos, q_seg=None, k_seg=None, *, c
         hold a finite value (their probabilities are masked to 0 anyway).
       delta: float32 [b, q_heads, q_len], rowsum(do * out) with the ring's final output.
       q_pos, k_pos, q_seg, k_seg, causal, scale, interpret: as in :func:`forward`.
-      tiles: from :func:`default_tiles`; bwd_q, bwd_k must divide q_len, k_len.
+      tiles: from :func:`ring.pallas_tiles.default_tiles`; the dkdv_* and dq_* tiles must divide the blocks.
       dq_dtype, dkv_dtype: output dtypes (float32 for accumulation over a ring).
 
     Returns:
@@ -413,13 +287,13 @@ def backward(q, k, v, do, lse, delta, q_pos, k_pos, q_seg=None, k_seg=None, *, c
     batch, q_len, q_heads, head_dim = q.shape
     k_len, kv_heads = k.shape[1], k.shape[2]
     groups = q_heads // kv_heads
-    tq, tk = tiles.bwd_q, tiles.bwd_k
     has_seg = q_seg is not None
-    q_bounds, k_bounds = _bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg)
     q_pos, k_pos = q_pos.astype(jnp.int32), k_pos.astype(jnp.int32)
-    params = None if interpret else _compiler_params(tiles.bwd_warps, tiles.bwd_stages)
+    params = None if interpret else compiler_params(tiles.bwd_warps, tiles.bwd_stages)
 
     # dK, dV: one program per (batch, K/V head, key tile); the group's query heads are looped inside.
+    tq, tk = tiles.dkdv_q, tiles.dkdv_k
+    _, k_bounds = tile_bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg)
     whole_q = pl.BlockSpec((None, q_len, groups, head_dim), lambda j, b, h: (b, 0, h, 0))
     whole_stat = pl.BlockSpec((None, groups, q_len), lambda j, b, h: (b, h, 0))
     key_tile = pl.BlockSpec((None, tk, None, head_dim), lambda j, b, h: (b, j, h, 0))
@@ -443,7 +317,9 @@ def backward(q, k, v, do, lse, delta, q_pos, k_pos, q_seg=None, k_seg=None, *, c
     )(*args)
 
     # dQ: one program per (batch, query head, query tile), looping over the key tiles.
-    order = _query_tile_order(q_len // tq, causal)
+    tq, tk = tiles.dq_q, tiles.dq_k
+    q_bounds, _ = tile_bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg)
+    order = query_tile_order(q_len // tq, causal)
     query_tile = pl.BlockSpec((None, tq, None, head_dim), lambda i, b, h: (b, order(i), h, 0))
     whole_k = pl.BlockSpec((None, k_len, None, head_dim), lambda i, b, h: (b, 0, h // groups, 0))
     stat_tile = pl.BlockSpec((None, None, tq), lambda i, b, h: (b, h, order(i)))

@@ -301,10 +301,10 @@ def _make_config(q, k, v, segment_ids, axis_name, causal, layout, query_chunk_si
     gpu = jax.default_backend() == "gpu"
     if impl == "xla" or (impl is None and not gpu):
         return cfg
-    from ring import pallas_kernel
+    from ring import pallas_tiles
 
-    tiles = pallas_kernel.default_tiles(q.shape[3], block, block, max_q=q_chunk, max_k=k_chunk)
-    unsupported = pallas_kernel.check_supported(q, k, tiles, interpret=not gpu)
+    tiles = pallas_tiles.default_tiles(q.shape[3], block, block, max_q=q_chunk, max_k=k_chunk)
+    unsupported = pallas_tiles.check_supported(q, k, tiles, interpret=not gpu)
     if unsupported is not None:
         if impl is None:  # the default falls back to the XLA step where the kernel cannot run
             return cfg

@@ -12,7 +12,7 @@ import pytest
 from agent.config import preset
 from agent.model import AgenticTransformer
 from ring import blockwise_attention, global_positions, make_mesh, ring_attention, sharded_attention
-from ring import pallas_kernel
+from ring import pallas_kernel, pallas_tiles
 from ring.transformer import make_attention
 from tests.oracle import attention_and_grads, random_inputs
 
@@ -84,13 +84,13 @@ def _positions(kind):
     ("tiles-shuffled", True, False), ("tiles-shuffled", True, True)])
 def test_block_pair_matches_float64(positions, causal, segments):
     # A query block against another device's K/V block: non-contiguous global positions, GQA (4 on 2 heads),
-    # tiles of 4 x 8 (forward) and 4 x 4 (backward) inside 16-token blocks.
+    # tiles of 4 queries x 8 keys inside 16-token blocks.
     q, k, v, dout, seg = random_inputs(3, 2, 32, 4, 2, 8, segments=segments)
     q_pos, k_pos = _positions(positions)
     q, dout, seg_q = q[:, :16], dout[:, :16], None if seg is None else seg[:, :16]
     k, v, seg_k = k[:, 16:], v[:, 16:], None if seg is None else seg[:, 16:]
-    tiles = pallas_kernel.default_tiles(8, 16, 16, max_q=4, max_k=8)
-    assert (tiles.block_q, tiles.block_k, tiles.bwd_q, tiles.bwd_k) == (4, 8, 4, 8)
+    tiles = pallas_tiles.default_tiles(8, 16, 16, max_q=4, max_k=8)
+    assert tiles.sizes() == dict(block_q=4, block_k=8, dkdv_k=8, dkdv_q=4, dq_q=4, dq_k=8)
     out, lse = _run_forward(q, k, v, q_pos, k_pos, seg_q, seg_k, causal=causal, tiles=tiles)
     want = _block_reference(q, k, v, dout, q_pos, k_pos, seg_q, seg_k, causal)
     assert _max_err(out, want[0]) <= F32_OUT
@@ -113,7 +113,7 @@ def test_merged_partials_equal_the_softmax_over_their_union():
     # Two K/V blocks (a zigzag ring of 2 seen from device 0), each a float32 partial; merged by lse.
     q, k, v, _, seg = random_inputs(4, 1, 32, 2, 2, 16, segments=True)
     q_pos = global_positions(0, 16, 2, "zigzag")
-    tiles = pallas_kernel.default_tiles(16, 16, 16, max_q=8, max_k=8)
+    tiles = pallas_tiles.default_tiles(16, 16, 16, max_q=8, max_k=8)
     parts = []
     for device in (0, 1):
         k_pos = global_positions(device, 16, 2, "zigzag")
@@ -138,7 +138,7 @@ def test_tile_bounds_visit_exactly_the_non_empty_tiles(layout):
             visible = q_pos[:, None] >= k_pos[None, :]
             tile_vis = visible.reshape(block // tq, tq, block // tk, tk).transpose(0, 2, 1, 3)
             any_vis, all_vis = tile_vis.any(axis=(2, 3)), tile_vis.all(axis=(2, 3))
-            q_bounds, k_bounds = (np.asarray(b) for b in pallas_kernel._bounds(
+            q_bounds, k_bounds = (np.asarray(b) for b in pallas_tiles.tile_bounds(
                 jnp.asarray(q_pos), jnp.asarray(k_pos), tq, tk, causal=True, segments=False))
             for i, (full_end, end) in enumerate(q_bounds):
                 assert all_vis[i, :full_end].all() and not any_vis[i, end:].any()
@@ -151,10 +151,10 @@ def test_tile_bounds_visit_exactly_the_non_empty_tiles(layout):
 
 def test_tile_bounds_without_causal_mask():
     pos = jnp.arange(8, dtype=jnp.int32)
-    q_bounds, k_bounds = pallas_kernel._bounds(pos, pos, 4, 2, causal=False, segments=False)
+    q_bounds, k_bounds = pallas_tiles.tile_bounds(pos, pos, 4, 2, causal=False, segments=False)
     assert np.array_equal(q_bounds, [[4, 4], [4, 4]]) and np.array_equal(k_bounds, [[0, 0]] * 4)
     # Segment ids: nothing is skipped by position, and every visited tile is masked.
-    q_bounds, k_bounds = pallas_kernel._bounds(pos, pos, 4, 2, causal=False, segments=True)
+    q_bounds, k_bounds = pallas_tiles.tile_bounds(pos, pos, 4, 2, causal=False, segments=True)
     assert np.array_equal(q_bounds, [[0, 4], [0, 4]]) and np.array_equal(k_bounds, [[0, 2]] * 4)
 
 
