@@ -8,7 +8,10 @@
    of dense**. Targets: the kernel reaches >= 0.8x cuDNN's forward+backward throughput at 16K.
 2. The overhead of ``sharded_attention`` on a one-device mesh (shard_map, layout, ring loop) over the
    kernel alone, forward and forward+backward. Target: <= 10%.
-3. The largest Agentic Transformer context (preset "350m", ring attention with the Pallas step on a
+3. A tile sweep at ``--sweep-seq`` (16K): the kernels called directly with a few tile sizes and launch
+   settings around ``ring.pallas_tiles.default_tiles``, forward and forward+backward, to retune those
+   defaults on a new card.
+4. The largest Agentic Transformer context (preset "350m", ring attention with the Pallas step on a
    one-device mesh) whose train step runs on the card: trajectories doubled until out of memory, then
    bisected.
 
@@ -43,6 +46,7 @@ def _parse(argv):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (median)")
     p.add_argument("--xla-chunk", type=int, default=512, help="chunk size of the XLA step")
+    p.add_argument("--sweep-seq", type=int, default=16384, help="sequence of the tile sweep (0: no sweep)")
     p.add_argument("--skip-agent", action="store_true", help="skip the largest-context search")
     p.add_argument("--agent-preset", default="350m")
     p.add_argument("--episode-length", type=int, default=1024, help="steps (tokens) per trajectory")
@@ -56,7 +60,7 @@ def _parse(argv):
 def _smoke_sizes(args):
     """Sizes the interpreter finishes in about a minute on two CPU cores."""
     return argparse.Namespace(**{
-        **vars(args), "seqs": [64, 128], "head_dims": [16], "heads": 2, "kv_heads": 1, "repeats": 1,
+        **vars(args), "seqs": [64, 128], "head_dims": [16], "heads": 2, "kv_heads": 1, "repeats": 1, "sweep_seq": 64,
         "xla_chunk": 32, "agent_preset": "tiny", "episode_length": 16, "agent_max": 4, "bisect_steps": 1})
 
 
@@ -207,6 +211,93 @@ def sharded_overhead_rows(args):
 
 
 # --------------------------------------------------------------------------------------------------------
+# Tile sweep.
+
+
+def kernel_attention(tiles, *, interpret: bool):
+    """Causal attention from the Pallas kernels alone, with the given tiles (a ring of one, no wrappers)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ring import pallas_kernel
+
+    def stats(q):
+        return jnp.arange(q.shape[1], dtype=jnp.int32), 1.0 / q.shape[-1] ** 0.5
+
+    @jax.custom_vjp
+    def attention(q, k, v):
+        return forward(q, k, v)[0]
+
+    def forward(q, k, v):
+        pos, scale = stats(q)
+        out, lse = pallas_kernel.forward(q, k, v, pos, pos, causal=True, scale=scale, tiles=tiles,
+                                         interpret=interpret)
+        return out, (q, k, v, out, lse)
+
+    def backward(res, dout):
+        q, k, v, out, lse = res
+        pos, scale = stats(q)
+        delta = jnp.moveaxis(jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), -1), 1, 2)
+        return pallas_kernel.backward(q, k, v, dout, lse, delta, pos, pos, causal=True, scale=scale, tiles=tiles,
+                                      dq_dtype=q.dtype, dkv_dtype=k.dtype, interpret=interpret)
+
+    attention.defvjp(forward, backward)
+    return attention
+
+
+def _candidates(head_dim: int, seq: int):
+    """The default tiles and variations of the forward and of the backward settings around them."""
+    import dataclasses
+
+    from ring.pallas_tiles import default_tiles
+
+    base = default_tiles(head_dim, seq, seq)
+    fwd = [dict(block_q=128, block_k=128, num_warps=8, num_stages=2), dict(block_q=128, block_k=64, num_warps=4),
+           dict(block_q=64, block_k=64, num_warps=4, num_stages=3), dict(block_q=128, block_k=32, num_warps=4,
+                                                                         num_stages=4)]
+    bwd = [dict(dkdv_k=64, dkdv_q=64, dq_q=64, dq_k=64, bwd_warps=8, bwd_stages=2),
+           dict(dkdv_k=64, dkdv_q=64, dq_q=64, dq_k=64, bwd_warps=4, bwd_stages=3),
+           dict(dkdv_k=128, dkdv_q=32, dq_q=128, dq_k=32, bwd_warps=4, bwd_stages=3),
+           dict(dkdv_k=128, dkdv_q=64, dq_q=128, dq_k=64, bwd_warps=8, bwd_stages=2),
+           dict(dkdv_k=64, dkdv_q=32, dq_q=64, dq_k=32, bwd_warps=4, bwd_stages=4)]
+    fit = lambda t: {k: (min(v, seq) if not k.endswith(("warps", "stages")) else v) for k, v in t.items()}  # noqa: E731
+    seen, out = set(), [base]
+    for change in fwd + bwd:
+        tiles = dataclasses.replace(base, **fit(change))
+        if tiles not in seen and tiles != base:
+            seen.add(tiles)
+            out.append(tiles)
+    return out
+
+
+def tile_sweep_rows(args, gpu: bool):
+    import dataclasses
+
+    rows = []
+    if not args.sweep_seq:
+        return rows
+    print(f"\ntile sweep at seq {args.sweep_seq} (default first)")
+    for head_dim in args.head_dims:
+        q, k, v, dout = _inputs(args, args.sweep_seq, head_dim)
+        for tiles in _candidates(head_dim, args.sweep_seq):
+            row = {"seq": args.sweep_seq, "head_dim": head_dim, "tiles": dataclasses.asdict(tiles)}
+            measured = _measure("pallas", kernel_attention(tiles, interpret=not gpu), q, k, v, dout, args.repeats)
+            if isinstance(measured, str):
+                row["error"] = measured
+            else:
+                row |= {"fwd_tflops": causal_flops(args.batch, args.heads, args.sweep_seq, head_dim, backward=False)
+                        / measured[0] / 1e12,
+                        "fwd_bwd_tflops": causal_flops(args.batch, args.heads, args.sweep_seq, head_dim,
+                                                       backward=True) / measured[1] / 1e12}
+            rows.append(row)
+            text = row.get("error") or f"fwd {row['fwd_tflops']:7.1f} TF/s  fwd+bwd {row['fwd_bwd_tflops']:7.1f} TF/s"
+            print(f"  d {head_dim:3d} {tiles}: {text}", flush=True)
+        del q, k, v, dout
+        gc.collect()
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------
 # Largest Agentic Transformer context.
 
 
@@ -337,6 +428,8 @@ def main(argv=None):
               f"fwd+bwd {r['fwd_bwd']:.2f}x" + ("   (target >= 0.8x at 16K)" if r["seq"] == 16384 else ""))
     path = _write(args.out, result)
     result["sharded_overhead"] = sharded_overhead_rows(args)
+    path = _write(args.out, result)
+    result["tile_sweep"] = tile_sweep_rows(args, gpu)
     path = _write(args.out, result)
     if not args.skip_agent:
         result["agent_largest_context"] = largest_agent_context(args)
