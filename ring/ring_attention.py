@@ -250,6 +250,8 @@ def ring_attention(q, k, v, *, axis_name, causal: bool = True, layout: str = "zi
 
     Call it inside ``jax.shard_map`` with the sequence dimension sharded over ``axis_name`` and the tokens
     placed by ``layout`` (see :mod:`ring.layouts`). Memory per device is O(block) in forward and backward.
+    Off GPU, ``impl="pallas"`` runs the Pallas interpreter, which fails shard_map's varying-axes check:
+    there the ``shard_map`` needs ``check_vma=False`` (:func:`ring.sharded_attention` does this itself).
 
     Args:
       q: local queries [batch, block, q_heads, head_dim].

@@ -58,9 +58,9 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
         query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size, float32_logits=float32_logits,
         impl=impl,
     )
-    # The Pallas interpreter evaluates a kernel on device-varying blocks with device-invariant grid indices,
-    # which shard_map's varying-axes check rejects; Pallas steps therefore run with the check off.
-    check_vma = impl == "xla" or (impl is None and jax.default_backend() != "gpu")
+    # The Pallas interpreter (impl="pallas" off GPU) evaluates a kernel on device-varying blocks with
+    # device-invariant grid indices, which shard_map's varying-axes check rejects; only then is it off.
+    check_vma = not (impl == "pallas" and jax.default_backend() != "gpu")
     if segment_ids is None:
         run = jax.shard_map(lambda q, k, v: kernel(q, k, v), mesh=mesh,
                             in_specs=(qkv_spec,) * 3, out_specs=qkv_spec, check_vma=check_vma)

@@ -231,7 +231,8 @@ def test_ring_attention_in_own_shard_map():
 def test_kernels_lower_to_triton_for_gpu(monkeypatch, dtype):
     # Without a GPU the compiled path can still be lowered: exporting for CUDA runs the Pallas -> Triton
     # lowering (power-of-two tiles, supported primitives) of the forward and both backward kernels, here
-    # through a ring of 4 (the step inside lax.cond and the ring loop) and a ring of one.
+    # through a ring of 4 (the step inside lax.cond and the ring loop) and a ring of one, under shard_map's
+    # varying-axes check (on only when the kernels are compiled).
     from jax import export
 
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
