@@ -45,7 +45,7 @@ class _Ring:
     k_chunk: int
     float32_logits: bool
     impl: str = "xla"
-    tiles: object = None  # ring.pallas_kernel.Tiles when impl == "pallas"
+    tiles: object = None  # ring.pallas_tiles.Tiles when impl == "pallas"
     interpret: bool = False  # run the Pallas kernels through the interpreter (no GPU)
 
     def size(self) -> int:
