@@ -28,6 +28,8 @@ class ModelConfig:
       attention: "reference" (dense), "blockwise" (one device, O(chunk) memory) or "ring" (sequence
         sharded over the mesh axis "sp").
       layout: ring layout ("contiguous", "striped", "zigzag").
+      attention_impl: block compute of blockwise and ring attention: "pallas", "xla" or None (pallas on
+        GPU, else xla); see ``ring.ring_attention``.
       query_chunk_size, key_chunk_size, ffn_chunk_size: blockwise chunk sizes (clipped to the block).
       remat_policy: a key of ``ring.transformer.REMAT_POLICIES``.
       scan_layers: run the layers under ``nn.scan``.
@@ -49,6 +51,7 @@ class ModelConfig:
     action_head: str = "tanh"
     attention: str = "blockwise"
     layout: str = "zigzag"
+    attention_impl: str | None = None
     query_chunk_size: int = 512
     key_chunk_size: int = 512
     ffn_chunk_size: int = 512

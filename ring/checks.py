@@ -39,6 +39,15 @@ def check_chunk(name: str, chunk: int, length: int) -> None:
         )
 
 
+IMPLS = ("pallas", "xla")
+
+
+def check_impl(impl) -> None:
+    """Raises ValueError unless ``impl`` is None (default by backend) or one of ``IMPLS``."""
+    if impl is not None and impl not in IMPLS:
+        raise ValueError(f"impl={impl!r} is unknown; expected one of {IMPLS} or None (pallas on GPU, else xla)")
+
+
 def _is_integer(dtype) -> bool:
     import numpy as np
 

@@ -7,14 +7,15 @@ import functools
 import jax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from ring.checks import check_attention_inputs
+from ring.checks import check_attention_inputs, check_impl
 from ring.layouts import check_divisible, from_layout, to_layout
 from ring.ring_attention import ring_attention
 
 
 def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=None, causal: bool = True,
                       layout: str = "zigzag", segment_ids=None, query_chunk_size: int = 512,
-                      key_chunk_size: int = 512, float32_logits: bool = True, natural_order: bool = True):
+                      key_chunk_size: int = 512, float32_logits: bool = True, natural_order: bool = True,
+                      impl: str | None = None):
     """Exact attention on global arrays whose sequence is sharded over ``mesh.shape[axis_name]`` devices.
 
     Jit-able and differentiable. Heads and head_dim stay whole on every device; the batch is split over
@@ -29,11 +30,13 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
       natural_order: inputs and output are in natural token order, and this function permutes them into
         ``layout`` and back. Pass False when the caller already holds its tokens in the layout (a model
         that permutes once at its input), which saves two permutations per call.
+      impl: "pallas", "xla" or None (default by backend), as in :func:`ring.ring_attention`.
 
     Returns:
       [batch, seq, q_heads, head_dim], in the same token order as the inputs.
     """
     check_attention_inputs(q, k, v, segment_ids)
+    check_impl(impl)
     if axis_name not in mesh.shape:
         raise ValueError(f"axis_name={axis_name!r} is not an axis of the mesh {dict(mesh.shape)}")
     n = mesh.shape[axis_name]
@@ -53,16 +56,21 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
     kernel = functools.partial(
         ring_attention, axis_name=axis_name, causal=causal, layout=layout,
         query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size, float32_logits=float32_logits,
+        impl=impl,
     )
+    # The Pallas interpreter (impl="pallas" off GPU) evaluates a kernel on device-varying blocks with
+    # device-invariant grid indices, which shard_map's varying-axes check rejects; only then is it off.
+    check_vma = not (impl == "pallas" and jax.default_backend() != "gpu")
     if segment_ids is None:
         run = jax.shard_map(lambda q, k, v: kernel(q, k, v), mesh=mesh,
-                            in_specs=(qkv_spec,) * 3, out_specs=qkv_spec)
+                            in_specs=(qkv_spec,) * 3, out_specs=qkv_spec, check_vma=check_vma)
         args = (q, k, v)
     else:
         run = jax.shard_map(lambda q, k, v, s: kernel(q, k, v, segment_ids=s), mesh=mesh,
-                            in_specs=(qkv_spec,) * 3 + (seg_spec,), out_specs=qkv_spec)
+                            in_specs=(qkv_spec,) * 3 + (seg_spec,), out_specs=qkv_spec, check_vma=check_vma)
         args = (q, k, v, segment_ids)
-    if natural_order:
+    permute = natural_order and n > 1  # on one device every layout is the identity: no copies
+    if permute:
         args = tuple(to_layout(x, n, layout, axis=1) for x in args)
     out = run(*args)
-    return from_layout(out, n, layout, axis=1) if natural_order else out
+    return from_layout(out, n, layout, axis=1) if permute else out

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ring.checks import check_impl
 from ring.decode import cached_attention, write_cache
 from ring.feedforward import blockwise_feedforward
 from ring.reference import reference_attention
@@ -41,26 +42,29 @@ REMAT_POLICIES = {
 
 def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str = "sp", batch_axis=None,
                    layout: str = "zigzag", natural_order: bool = True, query_chunk_size: int = 512,
-                   key_chunk_size: int = 512) -> AttentionFn:
+                   key_chunk_size: int = 512, impl: str | None = None) -> AttentionFn:
     """An attention function ``fn(q, k, v, segment_ids)`` for :class:`Transformer`.
 
     Args:
       kind: "reference" (dense), "blockwise" (one device, O(chunk) memory) or "ring" (sequence sharded
         over ``mesh`` axis ``axis_name``; the other arguments as in :func:`ring.sharded_attention`).
+      impl: block compute of "blockwise" and "ring": "pallas", "xla" or None (pallas on GPU, else xla);
+        checked but unused by "reference".
     """
+    check_impl(impl)
     if kind == "reference":
         return lambda q, k, v, segment_ids=None: reference_attention(q, k, v, causal=causal, segment_ids=segment_ids)
     if kind == "blockwise":
         return lambda q, k, v, segment_ids=None: blockwise_attention(
             q, k, v, causal=causal, segment_ids=segment_ids,
-            query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size)
+            query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size, impl=impl)
     if kind == "ring":
         if mesh is None:
             raise ValueError("make_attention('ring') needs mesh=")
         return lambda q, k, v, segment_ids=None: sharded_attention(
             q, k, v, mesh=mesh, axis_name=axis_name, batch_axis=batch_axis, causal=causal, layout=layout,
             segment_ids=segment_ids, query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size,
-            natural_order=natural_order)
+            natural_order=natural_order, impl=impl)
     raise ValueError(f"attention kind={kind!r} is unknown; expected 'reference', 'blockwise' or 'ring'")
 
 
