@@ -48,6 +48,8 @@ F32 = jnp.float32
 # lowers to a longer libdevice routine. lse enters and leaves in natural log.
 LOG2E = math.log2(math.e)
 LN2 = math.log(2.0)
+
+
 def _out_struct(shape, dtype, like):
     """An output shape that varies over the same mesh axes as ``like``, as ``shard_map(check_vma=True)``
     requires of a ``pallas_call`` inside it (the attribute was ``vma`` before ``manual_axis_type``)."""
