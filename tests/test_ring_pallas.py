@@ -302,3 +302,26 @@ def test_impl_reaches_the_model_through_make_attention_and_config():
     for impl, want in (("pallas", True), ("xla", False)):
         model = AgenticTransformer(preset("tiny", attention_impl=impl), action_dim=1)
         assert _uses_pallas(lambda x: model.init(jax.random.key(0), x), inputs) == want
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_compiled_kernel_on_gpu_matches_float64_oracle(head_dim, dtype):
+    # `pytest -m gpu` on a CUDA machine: the Triton-compiled kernels (no interpreter) at tile-sized shapes.
+    assert jax.default_backend() == "gpu", "the gpu marker needs a CUDA device (jax.default_backend() == 'gpu')"
+    q, k, v, dout, seg = random_inputs(head_dim + 1, 2, 256, 8, 2, head_dim, segments=True)
+    q, k, v, dout = (jnp.asarray(x, dtype) for x in (q, k, v, dout))
+    expected = attention_and_grads(*(np.asarray(x, np.float64) for x in (q, k, v, dout)), causal=True,
+                                   segment_ids=seg)
+
+    def f(q, k, v):
+        return blockwise_attention(q, k, v, segment_ids=seg, impl="pallas")
+
+    out, vjp = jax.vjp(jax.jit(f), q, k, v)
+    results = (out, *vjp(dout))
+    if dtype == jnp.float32:
+        _assert_close(results, expected, F32_OUT, F32_GRAD)
+    else:
+        for name, got, want in zip(("out", "dq", "dk", "dv"), results, expected):
+            np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=BF16, rtol=BF16, err_msg=name)
