@@ -289,7 +289,8 @@ def retarget(root: Path, targets: list[float], methods: list[str], num_envs: int
 def compare(roots: list[Path], methods: list[str]) -> str:
     """One method across several finished sweeps (an ablation table): what each sweep's ``--set`` changed,
     and its first-trial, last-trial and best-of-n returns (mean ± std over seeds)."""
-    lines = ["| sweep | method | seeds | first trial | last trial | best of n | CPU min |", "|---|---|---|---|---|---|---|"]
+    lines = ["| sweep | method | seeds | trials (n) | first trial | last trial | best of n | CPU min |",
+             "|---|---|---|---|---|---|---|---|"]
     for root in roots:
         cells = json.loads((Path(root) / "cells.json").read_text())
         for entry in aggregate(cells):
@@ -297,8 +298,8 @@ def compare(roots: list[Path], methods: list[str]) -> str:
                 continue
             stats = " | ".join(f"{entry[f'{key}_mean_return']:.1f} ± {entry[f'{key}_std']:.1f}"
                                for key in ("first_trial", "last_trial", "best_of_n"))
-            lines.append(f"| {Path(root).name} | {_label(entry['method'])} | {entry['seeds']} | {stats} | "
-                         f"{entry['cpu_minutes']:.1f} |")
+            lines.append(f"| {Path(root).name} | {_label(entry['method'])} | {entry['seeds']} | {entry['trials']} | "
+                         f"{stats} | {entry['cpu_minutes']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -82,7 +82,7 @@ def test_tiny_sweep_writes_tables_and_resumes(tmp_path, capsys):
     assert "| DT | 50 | 1 |" in text and (out / "targets.md").read_text() == text
     assert json.loads((out / "dt_seed1" / "target_50" / "eval.json").read_text())["target_return"] == 50.0
     table = sweep.compare([out, out], ["at_k2", "bc10"])
-    assert table.count("| s | AT, k = 2 | 1 |") == 2 and table.count("| s | BC-10% | 1 |") == 2
+    assert table.count("| s | AT, k = 2 | 1 | 2 |") == 2 and table.count("| s | BC-10% | 1 | 2 |") == 2
     assert "| DT |" not in table
     with pytest.raises(ValueError, match="no finished cells of method 'at_k8'"):
         sweep.retarget(out, [50.0], ["at_k8"])
