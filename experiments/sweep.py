@@ -225,6 +225,15 @@ def _plot(root: Path, summary: list[dict]) -> None:
 
     at = [e for e in summary if e["method"].startswith("at_")]
     baselines = [e for e in summary if not e["method"].startswith("at_")]
+
+    def save(fig, ax, xlabel: str, name: str) -> None:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("return")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(root / name, dpi=120)
+        plt.close(fig)
+
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if at:
         ks = [e["trajectories"] for e in at]
@@ -237,24 +246,14 @@ def _plot(root: Path, summary: list[dict]) -> None:
         mean, std = e["last_trial_mean_return"], e["last_trial_std"]
         ax.axhline(mean, linestyle="--", color=color, label=f"{_label(e['method'])} (one trial)")
         ax.axhspan(mean - std, mean + std, color=color, alpha=0.15)
-    ax.set_xlabel("trajectories in context")
-    ax.set_ylabel("return")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(root / "sweep.png", dpi=120)
-    plt.close(fig)
+    save(fig, ax, "trajectories in context", "sweep.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for e in at + baselines:
         trials = np.arange(1, len(e["per_trial_mean"]) + 1)
         ax.errorbar(trials, e["per_trial_mean"], yerr=e["per_trial_std"], marker="o", capsize=2,
                     linestyle="-" if e in at else ":", label=_label(e["method"]))
-    ax.set_xlabel("trial")
-    ax.set_ylabel("return")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(root / "trials.png", dpi=120)
-    plt.close(fig)
+    save(fig, ax, "trial", "trials.png")
 
 
 def retarget(root: Path, targets: list[float], methods: list[str], num_envs: int | None = None) -> str:
