@@ -53,6 +53,11 @@ class AgenticTransformer(nn.Module):
                            remat_policy=cfg.remat_policy, scan_layers=cfg.scan_layers,
                            cached_attention_fn=cached, parent=None)
 
+    @property
+    def sequence_axis(self) -> str | None:
+        """The mesh axis that shards a batch's steps: the ring's "sp", or None without a ring."""
+        return "sp" if self.mesh is not None else None
+
     def _batch_axis(self):
         if self.mesh is None:
             return None

@@ -128,7 +128,7 @@ def make_train_step(model: AgenticTransformer, optim: OptimConfig, state: TrainS
       ``state``, and the step donates its input: keep using only the returned states.
     """
     shardings = state_shardings(state, optim, mesh)
-    batch_sh = batch_shardings(mesh, model.batch_axes, "sp" if model.mesh is not None else None)
+    batch_sh = batch_shardings(mesh, model.batch_axes, model.sequence_axis)
     step = jax.jit(functools.partial(train_step, model=model, optim=optim),
                    in_shardings=(shardings, batch_sh), out_shardings=(shardings, None), donate_argnums=(0,))
     return step, jax.device_put(state, shardings)

@@ -121,7 +121,7 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
                                             "dataset_mean_return": float(returns.mean())})
     model, mesh, state = build(config, trajectories)
     step_fn, state = make_train_step(model, config.optim, state, mesh)
-    batch_sharding = batch_shardings(mesh, model.batch_axes, "sp" if model.mesh is not None else None)
+    batch_sharding = batch_shardings(mesh, model.batch_axes, model.sequence_axis)
     checkpoints = Checkpoints(run_dir / "checkpoints", config.train.keep_checkpoints)
     restored, start = checkpoints.restore_latest(state)
     if restored is not None:
