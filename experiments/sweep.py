@@ -119,15 +119,17 @@ def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[in
 def run_sweep(base: ExperimentConfig, name: str, trajectories: list[int], seeds: list[int], steps: int,
               quiet: bool = False, **options) -> list[dict]:
     from experiments.data import load_trajectories
-    from experiments.train import train
+    from experiments.train import prepare_run, train
 
-    episode_length = max(len(t) for t in load_trajectories(base.data))
+    data = apply_overrides(base, list(options.get("overrides", ()))).data
+    episode_length = max(len(t) for t in load_trajectories(data))
     root = Path(base.runs_dir) / name
     rows = []
     for cell, config in cell_configs(base, trajectories, seeds, steps, episode_length, **options).items():
         config = dataclasses.replace(config, name=cell, runs_dir=str(root))
         timing = config.run_dir / "timing.json"
         if (config.run_dir / "eval.json").exists() and timing.exists():
+            prepare_run(config)  # a finished cell made with another config is refused, not reused
             result = json.loads((config.run_dir / "eval.json").read_text())
             seconds = json.loads(timing.read_text())
             if not quiet:

@@ -78,6 +78,9 @@ def test_tiny_sweep_writes_tables_and_resumes(tmp_path, capsys):
     again = sweep.run_sweep(base, "s", [2], [1], steps=2, quiet=True, **options)
     assert again == rows and (out / "dt_seed1" / "timing.json").read_text() == timing  # nothing retrained
 
+    with pytest.raises(ValueError, match="dt_seed1 was made with a different config .*train.steps: 2 -> 3"):
+        sweep.run_sweep(base, "s", [2], [1], steps=3, quiet=True, methods=("dt",), **options)
+
     text = sweep.retarget(out, [50.0], ["dt"])
     assert "| DT | 50 | 1 |" in text and (out / "targets.md").read_text() == text
     assert json.loads((out / "dt_seed1" / "target_50" / "eval.json").read_text())["target_return"] == 50.0
