@@ -1,12 +1,24 @@
-"""Configuration of the Agentic Transformer: one frozen dataclass, presets by name."""
+"""Configuration of the Agentic Transformer and its optimiser: frozen dataclasses, presets by name.
+
+Parsing these imports no JAX: the optimiser is built from ``OptimConfig`` only when asked for.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal, get_args
 
-TOKEN_LAYOUTS = ("fused", "interleaved")
-ACTION_HEADS = ("tanh", "gaussian")
-ATTENTIONS = ("reference", "blockwise", "ring")
+TokenLayout = Literal["fused", "interleaved"]
+ActionHead = Literal["tanh", "gaussian", "mixture"]
+Attention = Literal["reference", "blockwise", "ring"]
+RingLayout = Literal["contiguous", "striped", "zigzag"]
+AttentionImpl = Literal["pallas", "xla"]
+Activation = Literal["relu", "gelu", "silu"]
+RematPolicy = Literal["none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable"]
+
+TOKEN_LAYOUTS = get_args(TokenLayout)
+ACTION_HEADS = get_args(ActionHead)
+ATTENTIONS = get_args(Attention)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,24 +31,33 @@ class ModelConfig:
         reward) or "interleaved" (one token per modality: return, state, action, reward).
       use_returns: condition on returns-to-go and the completion flag (False: behaviour cloning).
       use_rewards: condition on rewards.
-      num_layers, embed_dim, num_heads, num_kv_heads, mlp_ratio, activation: the transformer.
+      num_layers: transformer layers.
+      embed_dim: width of every token.
+      num_heads: query heads.
+      num_kv_heads: key/value heads (grouped-query attention; divides num_heads).
+      mlp_ratio: feed-forward hidden width over embed_dim.
+      activation: feed-forward nonlinearity.
       max_timestep: timesteps embedded (episode length after action repeat).
       max_trajectories: trajectory indices embedded (trajectories in context, training and evaluation).
       return_scale: returns-to-go are multiplied by this before embedding (e.g. 1/1000 for [0, 1000]).
-      action_head: "tanh" (deterministic, squashed to [-1, 1]) or "gaussian" (tanh-squashed mean and a
-        learned state-dependent log std; trained by negative log-likelihood).
+      action_head: "tanh" (deterministic, squashed to [-1, 1]), "gaussian" (tanh-squashed mean and a
+        learned state-dependent log std) or "mixture" (num_components Gaussians with mixing weights); the
+        last two are trained by negative log-likelihood (agent.heads).
+      num_components: Gaussians of the mixture head.
       attention: "reference" (dense), "blockwise" (one device, O(chunk) memory) or "ring" (sequence
         sharded over the mesh axis "sp").
       layout: ring layout ("contiguous", "striped", "zigzag").
       attention_impl: block compute of blockwise and ring attention: "pallas", "xla" or None (pallas on
         GPU, else xla); see ``ring.ring_attention``.
-      query_chunk_size, key_chunk_size, ffn_chunk_size: blockwise chunk sizes (clipped to the block).
+      query_chunk_size: blockwise attention's query chunk (clipped to the block).
+      key_chunk_size: blockwise attention's key chunk (clipped to the block).
+      ffn_chunk_size: blockwise feed-forward's chunk (clipped to the block).
       remat_policy: a key of ``ring.transformer.REMAT_POLICIES``.
       scan_layers: run the layers under ``nn.scan``.
       dropout: embedding dropout rate in training.
     """
 
-    token_layout: str = "fused"
+    token_layout: TokenLayout = "fused"
     use_returns: bool = True
     use_rewards: bool = True
     num_layers: int = 2
@@ -44,18 +65,19 @@ class ModelConfig:
     num_heads: int = 4
     num_kv_heads: int = 4
     mlp_ratio: int = 4
-    activation: str = "relu"
+    activation: Activation = "relu"
     max_timestep: int = 1024
     max_trajectories: int = 64
     return_scale: float = 1e-3
-    action_head: str = "tanh"
-    attention: str = "blockwise"
-    layout: str = "zigzag"
-    attention_impl: str | None = None
+    action_head: ActionHead = "tanh"
+    num_components: int = 8
+    attention: Attention = "blockwise"
+    layout: RingLayout = "zigzag"
+    attention_impl: AttentionImpl | None = None
     query_chunk_size: int = 512
     key_chunk_size: int = 512
     ffn_chunk_size: int = 512
-    remat_policy: str = "nothing_saveable"
+    remat_policy: RematPolicy = "nothing_saveable"
     scan_layers: bool = False
     dropout: float = 0.0
 
@@ -91,6 +113,45 @@ class ModelConfig:
     def action_token(self) -> int:
         """Index within a step of the token whose output predicts the step's action."""
         return 0 if self.token_layout == "fused" else self.modalities.index("state")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup, cosine decay and global-norm clipping.
+
+    Attributes:
+      learning_rate: peak learning rate, reached after the warmup.
+      warmup_steps: steps of linear warmup from 0.
+      total_steps: steps of the cosine decay (the run's length).
+      weight_decay: AdamW's decoupled weight decay.
+      clip_norm: gradients are clipped to this global norm.
+      b1: Adam's first-moment decay.
+      b2: Adam's second-moment decay.
+      final_lr_fraction: the decay ends at this fraction of the peak.
+    """
+
+    learning_rate: float = 3e-4
+    warmup_steps: int = 200
+    total_steps: int = 10_000
+    weight_decay: float = 1e-4
+    clip_norm: float = 0.25
+    b1: float = 0.9
+    b2: float = 0.99
+    final_lr_fraction: float = 0.1
+
+    def schedule(self):
+        import optax
+
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=self.learning_rate, warmup_steps=max(self.warmup_steps, 1),
+            decay_steps=max(self.total_steps, self.warmup_steps + 1),
+            end_value=self.learning_rate * self.final_lr_fraction)
+
+    def optimizer(self):
+        import optax
+
+        return optax.chain(optax.clip_by_global_norm(self.clip_norm),
+                           optax.adamw(self.schedule(), b1=self.b1, b2=self.b2, weight_decay=self.weight_decay))
 
 
 PRESETS = {

@@ -14,11 +14,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from agent.config import ModelConfig
+from agent.heads import action_head
+from agent.tokens import completion_flag
 from ring.decode import make_cached_attention
 from ring.layouts import from_layout, to_layout
 from ring.transformer import Transformer, make_attention
 
-LOG_STD_RANGE = (-5.0, 2.0)
 
 
 class AgenticTransformer(nn.Module):
@@ -27,12 +28,16 @@ class AgenticTransformer(nn.Module):
     Attributes:
       config: the ModelConfig.
       action_dim: size of the action vector.
+      obs_mean, obs_std: the dataset's observation statistics (``datasets.NormStats``). Observations are
+        standardised here, the one place that does it for training and for acting alike; empty: as given.
       mesh: the device mesh, needed for ``attention="ring"`` and for a KV cache sharded over "sp".
       batch_axes: mesh axes that shard the batch.
     """
 
     config: ModelConfig
     action_dim: int
+    obs_mean: tuple[float, ...] = ()
+    obs_std: tuple[float, ...] = ()
     mesh: Any = None
     batch_axes: tuple[str, ...] = ("dp", "fsdp")
 
@@ -76,7 +81,8 @@ class AgenticTransformer(nn.Module):
             one is returned.
 
         Returns:
-          Training: dict with "action" [B, S, act] (and "log_std" for the Gaussian head).
+          Training: the action head's dict (``agent.heads``): "action" [B, S, act], and the distribution's
+            parameters for the gaussian and mixture heads.
           Decoding: (that dict for the last fed token, [B, act]; updated cache).
         """
         cfg = self.config
@@ -104,8 +110,8 @@ class AgenticTransformer(nn.Module):
         embed = {  # built only for the modalities this configuration reads
             "return": lambda: (dense("return_embed")(inputs["returns_to_go"][..., None] * cfg.return_scale)
                                + nn.Embed(2, dim, name="completion_embed")(
-                                   (inputs["returns_to_go"] <= 0).astype(jnp.int32))),  # target reached before t
-            "state": lambda: dense("state_embed")(inputs["observations"]),
+                                   completion_flag(inputs["returns_to_go"]).astype(jnp.int32))),
+            "state": lambda: dense("state_embed")(self._standardise(inputs["observations"])),
             "action": lambda: dense("action_embed")(inputs["actions"]),
             "reward": lambda: dense("reward_embed")(inputs["rewards"][..., None]),
         }
@@ -122,9 +128,16 @@ class AgenticTransformer(nn.Module):
         batch, steps = stacked.shape[:2]
         return nn.LayerNorm(name="embed_norm")(stacked.reshape(batch, steps * len(cfg.modalities), dim))
 
+    def _standardise(self, observations):
+        """(observation - dataset mean) / dataset std, in float32 (the identity without statistics)."""
+        if not self.obs_mean:
+            return observations
+        if len(self.obs_mean) != observations.shape[-1] or len(self.obs_std) != len(self.obs_mean):
+            raise ValueError(f"observations of size {observations.shape[-1]} do not match the model's statistics "
+                             f"({len(self.obs_mean)} means, {len(self.obs_std)} stds)")
+        mean, std = jnp.asarray(self.obs_mean, jnp.float32), jnp.asarray(self.obs_std, jnp.float32)
+        return (observations.astype(jnp.float32) - mean) / std
+
     def _head(self, h):
-        out = {"action": jnp.tanh(nn.Dense(self.action_dim, name="action_head")(h))}
-        if self.config.action_head == "gaussian":
-            log_std = nn.Dense(self.action_dim, name="log_std_head")(h)
-            out["log_std"] = jnp.clip(log_std, *LOG_STD_RANGE)
-        return out
+        cfg = self.config
+        return action_head(h, cfg.action_head, self.action_dim, cfg.num_components)

@@ -2,8 +2,8 @@
 the earlier ones, with a KV cache so an environment step costs O(context), not O(context^2).
 
 Trial ``i`` (trajectory index ``i``) sees trials ``0..i-1`` in the order they happened, then its own
-steps. The target return-to-go starts at ``target_return`` and falls by each reward; the completion flag
-is set once it reaches 0 (``agent.tokens``). Every environment keeps its own token count, so an
+steps. The target return-to-go starts at ``target_return`` and falls by each reward (summed in float64,
+as the sampler sums them); the completion flag is set once it reaches 0 (``agent.tokens.completion_flag``). Every environment keeps its own token count, so an
 environment whose episode ends early simply stops advancing: the next tokens it writes overwrite the
 slots nobody has read.
 
@@ -18,7 +18,9 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from agent.heads import sample_actions
 from agent.model import AgenticTransformer
+from agent.sharding import place
 from agent.tokens import STEP_KEYS, decode_window
 from ring.transformer import init_cache
 
@@ -33,10 +35,14 @@ class InContextPolicy:
       target_return: the return the policy is asked for.
       recompute: use full recomputation instead of the KV cache.
       window: condition on only the last this many steps (implies recomputation).
+      sample: draw each action from the head's distribution (``agent.heads.sample_actions``) instead of
+        playing its most likely action; draws use ``fold_in(key(seed), call)``.
+      seed: the sampling seed.
     """
 
     def __init__(self, model: AgenticTransformer, params, *, num_envs: int, obs_dim: int, episode_length: int,
-                 num_trials: int, target_return: float, recompute: bool = False, window: int | None = None):
+                 num_trials: int, target_return: float, recompute: bool = False, window: int | None = None,
+                 sample: bool = False, seed: int = 0):
         cfg = model.config
         if episode_length > cfg.max_timestep:
             raise ValueError(f"episode_length={episode_length} exceeds the model's max_timestep={cfg.max_timestep}")
@@ -50,20 +56,28 @@ class InContextPolicy:
         tokens = num_trials * episode_length * cfg.tokens_per_step
         shards = model.mesh.shape["sp"] if model.mesh is not None else 1
         self.max_tokens = -(-tokens // shards) * shards
+        self.sample, self._key, self._calls = sample, jax.random.key(seed), 0
         self._decode = jax.jit(self._decode_fn, static_argnames=("window",), donate_argnums=(1,))
-        self._full = jax.jit(lambda params, inputs: model.apply({"params": params}, inputs)["action"][:, -1])
+        self._full = jax.jit(self._full_fn)
         self.cache = init_cache(model.stack(decoding=True), num_envs, self.max_tokens)
         if model.mesh is not None:  # the cache's length is split over the ring axis; parameters replicated
-            self.cache = jax.device_put(self.cache, NamedSharding(model.mesh, P(None, "sp")))
-            self.params = jax.device_put(params, NamedSharding(model.mesh, P()))
+            self.cache = place(self.cache, NamedSharding(model.mesh, P(None, "sp")))
+            self.params = place(params, NamedSharding(model.mesh, P()))
         self.lengths = np.zeros(num_envs, np.int32)
         self.trial = -1
         self.history: list[dict] = []
         self._previous = None
 
-    def _decode_fn(self, params, cache, inputs, positions, *, window):
+    def _choose(self, out, key):
+        return sample_actions(out, key) if self.sample else out["action"]
+
+    def _decode_fn(self, params, cache, inputs, positions, key, *, window):
         out, cache = self.model.apply({"params": params}, inputs, cache=cache, positions=positions, window=window)
-        return out["action"], cache
+        return self._choose(out, key), cache
+
+    def _full_fn(self, params, inputs, key):
+        out = self.model.apply({"params": params}, inputs)
+        return self._choose({name: value[:, -1] for name, value in out.items()}, key)
 
     def reset(self) -> None:
         """Forgets every earlier trial: the next ``start_trial`` begins an empty context.
@@ -80,7 +94,7 @@ class InContextPolicy:
         """Begins the next trial in every environment (call before its first ``act``)."""
         self.trial += 1
         self.timestep = np.zeros(self.num_envs, np.int32)
-        self.rtg = np.full(self.num_envs, self.target_return, np.float32)
+        self.collected = np.zeros(self.num_envs, np.float64)  # this trial's rewards, summed left to right
         self.prev_action = np.zeros((self.num_envs, self.action_dim), np.float32)
         self.prev_reward = np.zeros(self.num_envs, np.float32)
 
@@ -98,7 +112,7 @@ class InContextPolicy:
             if self.window is not None:
                 self.history = self.history[-self.window:]
             inputs = {k: np.stack([h[k] for h in self.history], axis=1) for k in STEP_KEYS}
-            actions = self._full(self.params, inputs)
+            actions = self._full(self.params, inputs, self._next_key())
         else:
             first = self._previous is None
             previous = current if first else self._previous
@@ -107,10 +121,15 @@ class InContextPolicy:
             positions = self.lengths[:, None] + np.arange(end - start, dtype=np.int32)[None]
             if positions.max() >= self.max_tokens:
                 raise ValueError(f"the context outgrew its cache of {self.max_tokens} tokens")
-            actions, self.cache = self._decode(self.params, self.cache, inputs, positions, window=(start, end))
+            actions, self.cache = self._decode(self.params, self.cache, inputs, positions, self._next_key(),
+                                               window=(start, end))
             self.lengths = np.where(active, self.lengths + (end - start), self.lengths)
         self._pending = (current, active)
         return np.asarray(actions)
+
+    def _next_key(self):
+        self._calls += 1
+        return jax.random.fold_in(self._key, self._calls)
 
     def observe(self, actions, rewards) -> None:
         """Records the actions taken and the rewards received after ``act``."""
@@ -123,7 +142,7 @@ class InContextPolicy:
         else:  # environments that were not active keep their last real step as the previous one
             self._previous = {k: np.where(_expand(active, current[k]), current[k], self._previous[k]) for k in STEP_KEYS}
         step = active.astype(np.int32)
-        self.rtg = np.where(active, self.rtg - np.asarray(rewards, np.float32), self.rtg)
+        self.collected = np.where(active, self.collected + np.asarray(rewards, np.float32), self.collected)
         self.prev_action = np.where(active[:, None], np.asarray(actions, np.float32), self.prev_action)
         self.prev_reward = np.where(active, np.asarray(rewards, np.float32), self.prev_reward)
         self.timestep = self.timestep + step
@@ -134,7 +153,7 @@ class InContextPolicy:
             "observations": observations,
             "actions": np.zeros((n, self.action_dim), np.float32),
             "rewards": np.zeros(n, np.float32),
-            "returns_to_go": self.rtg.copy(),
+            "returns_to_go": (self.target_return - self.collected).astype(np.float32),
             "prev_actions": self.prev_action.copy(),
             "prev_rewards": self.prev_reward.copy(),
             "timesteps": self.timestep.copy(),
@@ -146,8 +165,19 @@ def _expand(mask, like):
     return mask.reshape(mask.shape + (1,) * (np.ndim(like) - 1))
 
 
-def run_trials(policy: InContextPolicy, batch_env, num_trials: int, *, progress=None) -> np.ndarray:
+def run_trials(policy, batch_env, num_trials: int, *, progress=None, observer=None) -> np.ndarray:
     """Rolls ``policy`` out for ``num_trials`` consecutive trials in a ``envs.BatchEnv``.
+
+    A policy is anything with ``start_trial()``, ``act(observations [n, obs], active [n]) -> [n, act]`` and
+    ``observe(actions [n, act], rewards [n])``: the one protocol of acting in this project.
+
+    Args:
+      policy: the policy.
+      batch_env: the environments.
+      num_trials: consecutive trials (each starts from a reset of every environment).
+      progress: called after every environment step.
+      observer: sees every trial as it happens: ``observer.begin(trial, batch_env)`` after each reset and
+        ``observer.step(trial, batch_env, actions, rewards, active)`` after each step (e.g. a video of it).
 
     Returns:
       float64 [num_trials, num_envs]: the undiscounted return of every trial in every environment.
@@ -158,6 +188,8 @@ def run_trials(policy: InContextPolicy, batch_env, num_trials: int, *, progress=
         step = batch_env.reset()
         done = np.zeros(batch_env.num_envs, bool)
         observation = step if isinstance(step, np.ndarray) else step.observation
+        if observer is not None:
+            observer.begin(trial, batch_env)
         while not done.all():
             active = ~done
             actions = policy.act(observation, active)
@@ -165,6 +197,8 @@ def run_trials(policy: InContextPolicy, batch_env, num_trials: int, *, progress=
             rewards = np.where(active, result.reward, 0.0)
             policy.observe(actions, rewards)
             returns[trial] += rewards
+            if observer is not None:
+                observer.step(trial, batch_env, actions, rewards, active)
             observation, done = result.observation, result.done
             if progress is not None:
                 progress()

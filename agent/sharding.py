@@ -25,8 +25,8 @@ RULES: tuple[tuple[str, P], ...] = (
     (r"completion_embed/embedding$", P()),
     (r"_embed/kernel$", P(None, "fsdp")),                             # [input, embed]
     (r"_embed/bias$", P()),
-    (r"(action|log_std)_head/kernel$", P("fsdp", None)),              # [embed, action]
-    (r"(action|log_std)_head/bias$", P()),
+    (r"(action|log_std|mixture_logits)_head/kernel$", P("fsdp", None)),  # [embed, action (x components)]
+    (r"(action|log_std|mixture_logits)_head/bias$", P()),
 )
 
 
@@ -66,3 +66,23 @@ def param_shardings(params, mesh):
     mesh_shape = dict(mesh.shape)
     return jax.tree_util.tree_map_with_path(
         lambda path, x: NamedSharding(mesh, spec_for(_path_name(path), x.shape, mesh_shape)), params)
+
+
+def place(tree, shardings):
+    """``jax.device_put(tree, shardings)`` that also works across processes: there, every process holds the
+    same host values and hands over only the shards of its own devices. ``shardings``: one sharding or a
+    tree of them matching ``tree``."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    import numpy as np
+
+    if not isinstance(shardings, jax.sharding.Sharding):
+        return jax.tree.map(place, tree, shardings)
+
+    def put(x):
+        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):  # typed keys travel as their data
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, shardings, lambda index: host[index])
+
+    return jax.tree.map(put, tree)

@@ -2,8 +2,9 @@
 
 A step ``t`` of a context is ``(return-to-go R_t, state s_t, action a_t, reward r_t)`` plus its timestep
 and the index of its trajectory in the context. The completion flag of step ``t`` says whether the
-trajectory had reached its target return *before* acting at ``t``; it is ``R_t <= 0``, which is what
-both the sampler (``target - sum(rewards[:t])``) and an acting policy know at that moment.
+trajectory had reached its target return *before* acting at ``t``: :func:`completion_flag`, the one
+definition, is ``R_t <= 0``. The sampler and an acting policy both compute ``R_t`` as
+``float32(target - sum(rewards[:t]))`` with the sum in float64 left to right, so they agree bit for bit.
 
 Token layouts (``ModelConfig.token_layout``):
 
@@ -20,6 +21,11 @@ import numpy as np
 
 STEP_KEYS = ("observations", "actions", "rewards", "returns_to_go", "prev_actions", "prev_rewards",
              "timesteps", "trajectory_index")
+
+
+def completion_flag(returns_to_go):
+    """True where the target return had been reached before the step (``R_t <= 0``); NumPy or JAX arrays."""
+    return returns_to_go <= 0
 
 
 def step_inputs(batch: dict) -> dict:

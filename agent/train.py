@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 from typing import Any
 
 import flax.struct
@@ -13,35 +11,16 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from agent.config import OptimConfig
+from agent.heads import per_step_loss
 from agent.model import AgenticTransformer
-from agent.sharding import param_shardings
+from agent.sharding import param_shardings, place
 from agent.tokens import STEP_KEYS
 
+__all__ = ["OptimConfig", "TrainState", "action_loss", "batch_shardings", "init_state",
+           "make_train_step", "state_shardings", "train_step"]
+
 BATCH_KEYS = STEP_KEYS + ("loss_mask",)
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    """AdamW with linear warmup, cosine decay and global-norm clipping."""
-
-    learning_rate: float = 3e-4
-    warmup_steps: int = 200
-    total_steps: int = 10_000
-    weight_decay: float = 1e-4
-    clip_norm: float = 0.25
-    b1: float = 0.9
-    b2: float = 0.99
-    final_lr_fraction: float = 0.1
-
-    def schedule(self):
-        return optax.warmup_cosine_decay_schedule(
-            init_value=0.0, peak_value=self.learning_rate, warmup_steps=max(self.warmup_steps, 1),
-            decay_steps=max(self.total_steps, self.warmup_steps + 1),
-            end_value=self.learning_rate * self.final_lr_fraction)
-
-    def optimizer(self):
-        return optax.chain(optax.clip_by_global_norm(self.clip_norm),
-                           optax.adamw(self.schedule(), b1=self.b1, b2=self.b2, weight_decay=self.weight_decay))
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -54,21 +33,15 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def action_loss(predictions: dict, actions, loss_mask):
-    """Mean over loss-masked steps of the squared error (tanh head) or the negative log-likelihood
-    (Gaussian head, a diagonal Normal around the squashed mean), summed over action dimensions.
+    """Mean over loss-masked steps of the head's per-step loss (``agent.heads.per_step_loss``: squared error
+    for the tanh head, negative log-likelihood for the gaussian and mixture heads).
 
     Returns:
       (loss, number of loss-carrying steps).
     """
     weights = loss_mask.astype(jnp.float32)
     count = jnp.maximum(jnp.sum(weights), 1.0)
-    err = predictions["action"] - actions
-    if "log_std" in predictions:
-        log_std = predictions["log_std"]
-        per_step = jnp.sum(0.5 * jnp.square(err) * jnp.exp(-2 * log_std) + log_std + 0.5 * math.log(2 * math.pi), -1)
-    else:
-        per_step = jnp.sum(jnp.square(err), axis=-1)
-    return jnp.sum(per_step * weights) / count, count
+    return jnp.sum(per_step_loss(predictions, actions) * weights) / count, count
 
 
 def init_state(model: AgenticTransformer, optim: OptimConfig, example: dict, seed: int) -> TrainState:
@@ -131,4 +104,4 @@ def make_train_step(model: AgenticTransformer, optim: OptimConfig, state: TrainS
     batch_sh = batch_shardings(mesh, model.batch_axes, model.sequence_axis)
     step = jax.jit(functools.partial(train_step, model=model, optim=optim),
                    in_shardings=(shardings, batch_sh), out_shardings=(shardings, None), donate_argnums=(0,))
-    return step, jax.device_put(state, shardings)
+    return step, place(state, shardings)

@@ -20,7 +20,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
     Args:
         path: the final file. Its directory must exist.
-        suffix: ending for the temporary name (``np.savez`` appends ``.npz`` to names without it).
+        suffix: the temporary name's ending, for writers that pick a format by extension (``.png``, ``.mp4``).
 
     Yields:
         Path of the temporary file (created empty) in the same directory as ``path``.
@@ -28,7 +28,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(handle)
     temporary = Path(temporary)
     umask = os.umask(0)

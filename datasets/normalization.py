@@ -1,15 +1,14 @@
 """Normalisation statistics, computed once from a dataset and saved as JSON beside a run.
 
-Observations are standardised with the dataset mean and standard deviation (Decision Transformer);
-returns, returns-to-go and rewards are divided by one ``return_scale`` (DT uses 1000 for MuJoCo; the default
-here is the largest absolute episode return, so DMC returns land in [0, 1]).
+Observations are standardised with the dataset mean and standard deviation (Decision Transformer). The
+model applies them (``agent.model.AgenticTransformer``), the one place that does so for training and acting;
+returns are scaled by the model's own ``ModelConfig.return_scale``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,12 +29,10 @@ class NormStats:
     """Attributes:
         obs_mean: float32 [obs_dim].
         obs_std: float32 [obs_dim], at least 1e-6 so constant features do not divide by zero.
-        return_scale: positive float dividing returns, returns-to-go and rewards.
     """
 
     obs_mean: np.ndarray
     obs_std: np.ndarray
-    return_scale: float
 
     def __post_init__(self):
         mean = np.array(self.obs_mean, dtype=np.float32)  # copies: the caller's arrays stay writable
@@ -44,22 +41,18 @@ class NormStats:
             raise ValueError(f"obs_mean {mean.shape} and obs_std {std.shape} must be equal 1-D shapes")
         if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
             raise ValueError("obs_mean must be finite and obs_std finite and positive")
-        if not (math.isfinite(self.return_scale) and self.return_scale > 0):
-            raise ValueError(f"return_scale must be finite and positive, got {self.return_scale}")
         for name, value in (("obs_mean", mean), ("obs_std", std)):
             value.flags.writeable = False
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "return_scale", float(self.return_scale))
 
     @classmethod
-    def compute(cls, trajectories: Iterable[Trajectory], return_scale: float | None = None) -> NormStats:
+    def compute(cls, trajectories: Iterable[Trajectory]) -> NormStats:
         """Statistics over every observation of every trajectory (float64 accumulation, one pass).
 
         Args:
             trajectories: the training episodes.
-            return_scale: fixed scale; ``None`` takes the largest absolute episode return (at least 1).
         """
-        count, mean, m2, largest = 0, None, None, 0.0
+        count, mean, m2 = 0, None, None
         for trajectory in trajectories:
             obs = trajectory.observations.astype(np.float64)
             n, batch_mean = obs.shape[0], obs.mean(axis=0)
@@ -74,11 +67,10 @@ class NormStats:
                 mean = mean + delta * n / total
                 m2 = m2 + batch_m2 + delta**2 * count * n / total  # Chan et al.'s parallel variance
                 count = total
-            largest = max(largest, abs(trajectory.total_return))
         if mean is None:
             raise ValueError("cannot compute NormStats from no trajectories")
         std = np.maximum(np.sqrt(m2 / count), _MIN_STD)
-        return cls(mean, std, return_scale if return_scale is not None else max(largest, 1.0))
+        return cls(mean, std)
 
     def normalize_observations(self, observations: np.ndarray) -> np.ndarray:
         """float32 [..., obs_dim] -> float32 [..., obs_dim] standardised."""
@@ -87,17 +79,16 @@ class NormStats:
     def denormalize_observations(self, observations: np.ndarray) -> np.ndarray:
         return (np.asarray(observations, np.float32) * self.obs_std + self.obs_mean).astype(np.float32)
 
-    def scale_returns(self, returns: np.ndarray) -> np.ndarray:
-        """Returns, returns-to-go or rewards divided by ``return_scale`` (float32, same shape)."""
-        return (np.asarray(returns, np.float32) / np.float32(self.return_scale)).astype(np.float32)
+    def as_tuples(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) as tuples of floats, the form ``agent.model.AgenticTransformer`` takes."""
+        return tuple(float(x) for x in self.obs_mean), tuple(float(x) for x in self.obs_std)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON atomically. A directory means ``<directory>/norm_stats.json``. Returns the file."""
         path = Path(path)
         if path.is_dir():
             path = path / FILENAME
-        payload = {"obs_mean": self.obs_mean.tolist(), "obs_std": self.obs_std.tolist(),
-                   "return_scale": self.return_scale}
+        payload = {"obs_mean": self.obs_mean.tolist(), "obs_std": self.obs_std.tolist()}
         with atomic_path(path) as temporary:
             temporary.write_text(json.dumps(payload, indent=1))
         return path
@@ -114,11 +105,11 @@ class NormStats:
             payload = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from error
-        keys = {"obs_mean", "obs_std", "return_scale"}
-        if not isinstance(payload, dict) or set(payload) != keys:
+        keys = {"obs_mean", "obs_std"}
+        # Files written before the return scale moved to the model carry an unused "return_scale".
+        if not isinstance(payload, dict) or not keys <= set(payload) <= keys | {"return_scale"}:
             raise ValueError(f"{path}: expected exactly the keys {sorted(keys)}")
         try:
-            return cls(np.asarray(payload["obs_mean"], np.float32), np.asarray(payload["obs_std"], np.float32),
-                       float(payload["return_scale"]))
+            return cls(np.asarray(payload["obs_mean"], np.float32), np.asarray(payload["obs_std"], np.float32))
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from error

@@ -5,40 +5,55 @@
 Writes ``<run>/eval.json`` (per-trial mean and std return, last-trial mean, best-of-n mean, normalised
 scores where defined, the dataset's median and best return), ``eval.md`` (a table) and ``eval.png``
 (return against trial). Best-of-n (the largest of the n trials, as the paper reports) inflates scores,
-so the last trial and the per-trial means are reported beside it, labelled.
+so the last trial and the per-trial means are reported beside it, labelled. The run directory is all it
+reads (``experiments.run``): never the dataset.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from datasets import NormStats
+from experiments.cli import DistributedArgs
 from experiments.config import ExperimentConfig
+from experiments.run import DataSummary, RunDir
 
 
-class _Normalised:
-    """The policy seen through the dataset's observation statistics."""
+class VideoRecorder:
+    """Renders one environment of an evaluation while it is evaluated (a ``run_trials`` observer).
 
-    def __init__(self, policy, stats: NormStats):
-        self.policy, self.stats = policy, stats
+    The video is the evaluated trial itself: same policy, same rewards in its context, same actions,
+    which it keeps in ``actions`` [steps, act].
+    """
 
-    def start_trial(self):
-        self.policy.start_trial()
+    def __init__(self, env_index: int = 0, trial: int = 0):
+        self.env_index, self.trial = env_index, trial
+        self.frames, self.actions, self._renderer = [], [], None
 
-    def act(self, observations, active=None):
-        return self.policy.act(self.stats.normalize_observations(observations), active)
+    def begin(self, trial, batch_env) -> None:
+        if trial != self.trial:
+            return
+        import envs
 
-    def observe(self, actions, rewards):
-        self.policy.observe(actions, rewards)
+        self._renderer = envs.FrameRenderer(batch_env.envs[self.env_index])
+        self.frames.append(self._renderer.render())
+
+    def step(self, trial, batch_env, actions, rewards, active) -> None:
+        if trial != self.trial or not active[self.env_index]:
+            return
+        self.actions.append(np.asarray(actions[self.env_index]))
+        self.frames.append(self._renderer.render())
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
 
-def evaluate_params(config: ExperimentConfig, params, model, stats: NormStats, dataset_returns) -> dict:
+def evaluate_params(config: ExperimentConfig, params, model, data: DataSummary, *, recorder=None) -> dict:
     """Rolls the model out in ``config.eval.num_envs`` environments for ``config.num_trials`` trials."""
     import envs
     from agent.policy import InContextPolicy, run_trials
@@ -46,24 +61,25 @@ def evaluate_params(config: ExperimentConfig, params, model, stats: NormStats, d
     ev = config.eval
     batch_env = envs.make_batch(config.data.task, ev.num_envs, seed=ev.seed, action_repeat=config.data.action_repeat)
     episode_length = batch_env.envs[0].episode_length
-    target = float(np.max(dataset_returns)) if ev.target_return is None else float(ev.target_return)
+    target = data.max_return if ev.target_return is None else float(ev.target_return)
     trials = config.num_trials
 
-    def policy(num_envs, num_trials):
-        return _Normalised(InContextPolicy(model, params, num_envs=num_envs, obs_dim=stats.obs_mean.shape[0],
-                                           episode_length=episode_length, num_trials=num_trials, target_return=target,
-                                           window=ev.context_steps), stats)
+    def policy(num_trials):
+        return InContextPolicy(model, params, num_envs=ev.num_envs, obs_dim=data.obs_dim,
+                               episode_length=episode_length, num_trials=num_trials, target_return=target,
+                               window=ev.context_steps, sample=ev.sample, seed=ev.seed)
 
     if ev.reset_context_each_trial:  # one policy (one compilation); its context is emptied before each trial
-        single = policy(ev.num_envs, 1)
+        single = policy(1)
         rows = []
-        for _ in range(trials):
-            single.policy.reset()
-            rows.append(run_trials(single, batch_env, 1))
+        for trial in range(trials):
+            single.reset()
+            observer = recorder if trial == 0 else None
+            rows.append(run_trials(single, batch_env, 1, observer=observer))
         returns = np.concatenate(rows)
     else:
-        returns = run_trials(policy(ev.num_envs, trials), batch_env, trials)
-    result = {
+        returns = run_trials(policy(trials), batch_env, trials, observer=recorder)
+    return {
         "task": config.data.task,
         "num_envs": ev.num_envs,
         "num_trials": trials,
@@ -74,11 +90,33 @@ def evaluate_params(config: ExperimentConfig, params, model, stats: NormStats, d
         "last_trial_mean_return": float(returns[-1].mean()),
         "best_of_n_mean_return": float(returns.max(axis=0).mean()),
         "normalized": _normalized(config.data.task, returns),
-        "dataset_median_return": float(np.median(dataset_returns)),
-        "dataset_max_return": float(np.max(dataset_returns)),
+        "dataset_median_return": data.median_return,
+        "dataset_max_return": data.max_return,
     }
-    if ev.video:
-        result["video"] = _video(config, policy, stats)
+
+
+def evaluate(config: ExperimentConfig, params, model, data: DataSummary, out: RunDir, *,
+             extra: dict | None = None) -> dict:
+    """``evaluate_params`` (plus ``extra`` fields) with the reports and the video, if asked for, in ``out``."""
+    import envs
+
+    recorder = None
+    if config.eval.video:
+        recorder = VideoRecorder()
+    try:
+        result = evaluate_params(config, params, model, data, recorder=recorder)
+    except envs.RenderingUnavailableError as error:
+        print(f"video: {error}; evaluating without it", file=sys.stderr)
+        recorder = None
+        result = evaluate_params(config, params, model, data)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    if recorder is not None and recorder.frames:
+        path = out.write("eval_trial1.mp4", lambda p: envs.write_video(recorder.frames, str(p)))
+        result["video"] = str(path)
+    result.update(extra or {})
+    write_reports(out, result)
     return result
 
 
@@ -94,36 +132,11 @@ def _normalized(task: str, returns: np.ndarray):
             "best_of_n_mean": float(d4rl.normalized_score(family, returns.max(axis=0).mean()))}
 
 
-def _video(config, make_policy, stats) -> str | None:
-    """Records the first trial of one environment to ``<run>/eval_trial1.mp4``."""
-    import envs
-
-    path = config.run_dir / "eval_trial1.mp4"
-    env = envs.make(config.data.task, seed=config.eval.seed, action_repeat=config.data.action_repeat)
-    policy = make_policy(1, 1)
-    policy.start_trial()
-    last = {}
-
-    def act(observation):
-        if "action" in last:  # the reward of the previous action is not passed to this callback
-            policy.observe(last["action"][None], np.zeros(1, np.float32))
-        last["action"] = policy.act(observation[None])[0]
-        return last["action"]
-
-    try:
-        envs.record_episodes(env, act, str(path))
-    except envs.RenderingUnavailableError as error:
-        print(f"video: {error}", file=sys.stderr)
-        return None
-    return str(path)
-
-
-def write_reports(run_dir: Path, result: dict) -> None:
-    """eval.json, eval.md and eval.png in ``run_dir`` (each written whole, then renamed)."""
-    run_dir = Path(run_dir)
-    _atomic_text(run_dir / "eval.json", json.dumps(result, indent=2))
-    _atomic_text(run_dir / "eval.md", markdown_table(result))
-    _plot(run_dir / "eval.png", result)
+def write_reports(out: RunDir, result: dict) -> None:
+    """eval.json, eval.md and eval.png in ``out`` (each written whole, then renamed)."""
+    out.write_json("eval.json", result)
+    out.write_text("eval.md", markdown_table(result))
+    out.write("eval.png", lambda path: _plot(path, result))
 
 
 def markdown_table(result: dict) -> str:
@@ -160,16 +173,8 @@ def _plot(path: Path, result: dict) -> None:
     ax.set_title(result["task"])
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
-    tmp.replace(path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def summary_table(summary: dict) -> str:
@@ -191,44 +196,48 @@ def summary_table(summary: dict) -> str:
 
 
 def evaluate_run(run_dir: Path, *, num_envs: int | None = None, num_trials: int | None = None, video: bool = False,
-                 target_return: float | None = None, out_dir: Path | None = None):
-    """Loads ``run_dir``'s config, statistics and latest checkpoint, evaluates, and writes the reports to
+                 target_return: float | None = None, out_dir: Path | None = None) -> dict:
+    """Evaluates the latest checkpoint of ``run_dir`` from its files alone, and writes the reports to
     ``out_dir`` (default: ``run_dir``, replacing its earlier evaluation)."""
-    from experiments.checkpoints import Checkpoints
-    from experiments.data import dataset_returns, load_trajectories
-    from experiments.train import build
+    run = RunDir(run_dir)
+    config = run.config()
+    overrides = {k: v for k, v in (("num_envs", num_envs), ("num_trials", num_trials), ("video", video or None),
+                                   ("target_return", target_return)) if v is not None}
+    config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, **overrides))
+    model, _, state, step = run.restore(config)
+    out = RunDir(out_dir) if out_dir is not None else run
+    return evaluate(config, state.params, model, run.data(), out, extra={"checkpoint_step": step})
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-    config = ExperimentConfig.from_json((run_dir / "config.json").read_text())
-    config = dataclasses.replace(config, runs_dir=str(run_dir.parent), name=run_dir.name, eval=dataclasses.replace(
-        config.eval, **{k: v for k, v in (("num_envs", num_envs), ("num_trials", num_trials), ("video", video or None),
-                                          ("target_return", target_return)) if v is not None}))
-    stats = NormStats.load(run_dir / "norm_stats.json")
-    trajectories = load_trajectories(config.data)
-    model, mesh, state = build(config, trajectories)
-    restored, step = Checkpoints(run_dir / "checkpoints", config.train.keep_checkpoints).restore_latest(state)
-    if restored is None:
-        raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint that can be restored")
-    result = evaluate_params(config, restored.params, model, stats, dataset_returns(trajectories))
-    result["checkpoint_step"] = step
-    out_dir = run_dir if out_dir is None else Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_reports(out_dir, result)
-    return result
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateCommand:
+    """Evaluate a trained run's latest checkpoint over several in-context trials.
+
+    Attributes:
+      run: a run directory, e.g. runs/default.
+      num_envs: environments run together (default: the run's own).
+      num_trials: consecutive trials per environment (default: the run's own).
+      video: record the first environment's first trial, as evaluated.
+      target_return: the return asked for (default: the run's own).
+      out: write the reports here instead of into the run directory.
+      distributed: several processes as one JAX runtime (as in experiments.train).
+    """
+
+    run: Path
+    num_envs: int | None = None
+    num_trials: int | None = None
+    video: bool = False
+    target_return: float | None = None
+    out: Path | None = None
+    distributed: DistributedArgs = DistributedArgs()
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a run directory, e.g. runs/default")
-    parser.add_argument("--num-envs", type=int)
-    parser.add_argument("--num-trials", type=int)
-    parser.add_argument("--video", action="store_true")
-    parser.add_argument("--target-return", type=float, help="the return asked for (default: the run's own)")
-    parser.add_argument("--out", type=Path, help="write the reports here instead of into the run directory")
-    args = parser.parse_args(argv)
+    import tyro
+
+    args = tyro.cli(EvaluateCommand, args=argv, description=__doc__.splitlines()[0])
     try:
+        args.distributed.initialize()
         result = evaluate_run(args.run, num_envs=args.num_envs, num_trials=args.num_trials, video=args.video,
                               target_return=args.target_return, out_dir=args.out)
     except (ValueError, FileNotFoundError) as error:

@@ -3,7 +3,7 @@
     python -m experiments.sweep                                  # default data, k = 1 2 4, one seed
     python -m experiments.sweep --trajectories 1 2 4 8 16 --seeds 0 1 2 --steps 800 \\
         --batch-steps 4096 --name cartpole
-    python -m experiments.sweep --methods at --trajectories 4 --set sampler.loss_on=last --name loss_last
+    python -m experiments.sweep --methods at --trajectories 4 --sampler.loss-on last --name loss_last
     python -m experiments.sweep --name cartpole --retarget 277 719 1000   # re-evaluate at other targets
     python -m experiments.sweep --compare runs/cartpole runs/loss_last --compare-methods at_k4
 
@@ -23,13 +23,14 @@ batch also holds about T environment steps (batch size T // context steps, at le
 the default fused token layout (one token per step) is the same number of tokens for every method;
 without it every cell keeps the preset's batch size.
 
-``--set section.field=value`` overrides a config field in every cell of the run (an ablation); values are
-read as JSON where they parse (numbers, true/false, null), otherwise as strings.
+Every flag of ``experiments.train`` (``--preset`` and its fields, ``--help`` lists them) sets the base config
+of every cell, so an ablation is the same flag as in a single run (``--sampler.loss-on last``). A cell then
+sets what makes it that cell: the trajectories in context, its window and batch size, its trials, and for
+the baselines their window, returns and data filter.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -37,41 +38,20 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from experiments.config import ExperimentConfig, get_preset
+from experiments.cli import ConfigArg, DistributedArgs, PresetArg, parse
+from experiments.config import ExperimentConfig
+from experiments.run import RunDir
 
 METHODS = ("at", "dt", "bc10")
 
 
-def parse_override(text: str) -> tuple[str, str, object]:
-    """``"sampler.loss_on=last"`` -> ("sampler", "loss_on", "last")."""
-    key, sep, raw = text.partition("=")
-    section, dot, field = key.partition(".")
-    if not sep or not dot or not field:
-        raise ValueError(f"--set {text!r}: expected section.field=value, e.g. sampler.loss_on=last")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return section, field, value
-
-
-def apply_overrides(config: ExperimentConfig, overrides: list[tuple[str, str, object]]) -> ExperimentConfig:
-    for section, field, value in overrides:
-        current = getattr(config, section, None)
-        if not dataclasses.is_dataclass(current):
-            raise ValueError(f"--set {section}.{field}: {section!r} is not a config section")
-        if field not in {f.name for f in dataclasses.fields(current)}:
-            raise ValueError(f"--set {section}.{field}: {type(current).__name__} has no field {field!r}")
-        config = dataclasses.replace(config, **{section: dataclasses.replace(current, **{field: value})})
-    return config
-
-
 def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[int], steps: int, episode_length: int,
                  *, window: int = 20, batch_steps: int | None = None, baseline_trials: int | None = None,
-                 methods=METHODS, overrides=()) -> dict[str, ExperimentConfig]:
+                 methods=METHODS) -> dict[str, ExperimentConfig]:
     """The config of every cell, keyed by cell name (``at_k4_seed0``, ``dt_seed0``, ``bc10_seed0``)."""
     unknown = set(methods) - set(METHODS)
     if unknown:
@@ -113,36 +93,38 @@ def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[in
             cells[f"bc10_seed{seed}"] = dataclasses.replace(
                 base, **common, sampler=dataclasses.replace(dt_sampler, filter_top_fraction=0.1),
                 model=dataclasses.replace(base.model, use_returns=False, use_rewards=False, **short), eval=dt_eval)
-    return {name: apply_overrides(config, list(overrides)) for name, config in cells.items()}
+    return cells
 
 
 def run_sweep(base: ExperimentConfig, name: str, trajectories: list[int], seeds: list[int], steps: int,
               quiet: bool = False, **options) -> list[dict]:
-    from experiments.data import load_trajectories
-    from experiments.train import prepare_run, train
+    """Trains and evaluates every cell that has not finished (see the module docstring); returns the rows."""
+    import envs
+    from experiments.pipeline import load_episodes
+    from experiments.train import train
 
-    data = apply_overrides(base, list(options.get("overrides", ()))).data
-    episode_length = max(len(t) for t in load_trajectories(data))
-    root = Path(base.runs_dir) / name
+    episode_length = envs.make(base.data.task, seed=0, action_repeat=base.data.action_repeat).episode_length
+    root = RunDir(Path(base.runs_dir) / name)
+    episodes = None  # read once, on the first cell that trains
     rows = []
     for cell, config in cell_configs(base, trajectories, seeds, steps, episode_length, **options).items():
-        config = dataclasses.replace(config, name=cell, runs_dir=str(root))
-        timing = config.run_dir / "timing.json"
-        if (config.run_dir / "eval.json").exists() and timing.exists():
-            prepare_run(config)  # a finished cell made with another config is refused, not reused
-            result = json.loads((config.run_dir / "eval.json").read_text())
-            seconds = json.loads(timing.read_text())
+        config = dataclasses.replace(config, name=cell, runs_dir=str(root.path))
+        run = RunDir(config.run_dir)
+        if (run.path / "eval.json").exists() and (run.path / "timing.json").exists():
+            run.claim(config)  # a finished cell made with another config is refused, not reused
+            result, seconds = run.read_json("eval.json"), run.read_json("timing.json")
             if not quiet:
                 print(f"{cell}: done earlier")
         else:
             if not quiet:
                 print(f"{cell}: training {steps} steps, batch {config.sampler.batch_size} x "
                       f"{config.sampler.max_steps} steps", flush=True)
+            episodes = episodes if episodes is not None else load_episodes(base.data)
             wall, cpu = time.perf_counter(), time.process_time()
-            result = train(config, quiet=quiet)["eval"]
+            result = train(config, quiet=quiet, episodes=episodes)["eval"]
             # CPU seconds of every thread of this process (XLA's included); resumed cells count this call only.
             seconds = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
-            timing.write_text(json.dumps(seconds))
+            run.write_json("timing.json", seconds)  # with eval.json, the mark of a finished cell
         rows.append({"cell": cell, "method": cell.split("_seed")[0], "seed": config.train.seed,
                      "trajectories": config.sampler.num_trajectories, "trials": result["num_trials"],
                      "batch_size": config.sampler.batch_size, "context_steps": config.sampler.max_steps,
@@ -206,20 +188,20 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(root: Path, rows: list[dict]) -> None:
+def write_tables(root: RunDir, rows: list[dict]) -> None:
     summary = aggregate(rows)
     buffer = io.StringIO()
     fields = [k for k in summary[0] if not k.startswith("per_trial")]
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(summary)
-    (root / "sweep.csv").write_text(buffer.getvalue())
-    (root / "cells.json").write_text(json.dumps(rows, indent=1))
-    (root / "sweep.md").write_text(markdown(rows))
+    root.write_text("sweep.csv", buffer.getvalue())
+    root.write_json("cells.json", rows)
+    root.write_text("sweep.md", markdown(rows))
     _plot(root, summary)
 
 
-def _plot(root: Path, summary: list[dict]) -> None:
+def _plot(root: RunDir, summary: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,7 +215,7 @@ def _plot(root: Path, summary: list[dict]) -> None:
         ax.set_ylabel("return")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(root / name, dpi=120)
+        root.write(name, lambda path: fig.savefig(path, dpi=120, format="png"))
         plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -283,7 +265,7 @@ def retarget(root: Path, targets: list[float], methods: list[str], num_envs: int
             stats = " | ".join(f"{v.mean():.1f} ± {v.std():.1f}" for v in values.values())
             lines.append(f"| {_label(method)} | {target:g} | {len(results)} | {stats} |")
     text = "\n".join(lines) + "\n"
-    (root / "targets.md").write_text(text)
+    RunDir(root).write_text("targets.md", text)
     return text
 
 
@@ -304,44 +286,60 @@ def compare(roots: list[Path], methods: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclasses.dataclass(frozen=True)
+class SweepCommand:
+    """Trajectories in context x seeds, with DT and BC-10% baselines from the same code and compute.
+
+    Attributes:
+      config: the base config of every cell (the preset and every flag of experiments.train); its name is the
+        sweep's directory under runs_dir, which holds one run directory per cell.
+      preset: the base preset.
+      trajectories: the trajectories in context of the AT cells.
+      seeds: training seeds.
+      steps: optimiser steps of every cell.
+      batch_steps: environment steps per batch for every cell (equal compute); None: the preset's batch size.
+      baseline_trials: DT and BC-10% trials (None: the largest k).
+      methods: which methods to run.
+      retarget: instead of training, evaluate the finished cells of retarget_methods at these target returns
+        and write targets.md.
+      retarget_methods: the methods retarget evaluates (e.g. at_k4, dt).
+      compare: instead of training, print compare_methods across these finished sweep directories.
+      compare_methods: the methods compare prints.
+      distributed: several processes as one JAX runtime (as in experiments.train).
+    """
+
+    config: ConfigArg
+    preset: PresetArg = "default"
+    trajectories: tuple[int, ...] = (1, 2, 4)
+    seeds: tuple[int, ...] = (0,)
+    steps: int = 300
+    batch_steps: int | None = None
+    baseline_trials: int | None = None
+    methods: tuple[Literal["at", "dt", "bc10"], ...] = METHODS
+    retarget: tuple[float, ...] = ()
+    retarget_methods: tuple[str, ...] = ("at_k4", "dt")
+    compare: tuple[Path, ...] = ()
+    compare_methods: tuple[str, ...] = ("at_k4",)
+    distributed: DistributedArgs = DistributedArgs()
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--name", default="sweep")
-    parser.add_argument("--trajectories", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-steps", type=int, default=None,
-                        help="environment steps per batch for every cell (equal compute); default: preset batch size")
-    parser.add_argument("--baseline-trials", type=int, default=None, help="DT/BC trials (default: the largest k)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
-    parser.add_argument("--runs-dir", default=None)
-    parser.add_argument("--retarget", type=float, nargs="+", metavar="RETURN",
-                        help="instead of training: evaluate the finished cells of --retarget-methods at these "
-                             "target returns and write targets.md")
-    parser.add_argument("--retarget-methods", nargs="+", default=["at_k4", "dt"])
-    parser.add_argument("--compare", type=Path, nargs="+", metavar="SWEEP_DIR",
-                        help="instead of training: print --compare-methods across these finished sweeps")
-    parser.add_argument("--compare-methods", nargs="+", default=["at_k4"])
-    args = parser.parse_args(argv)
     try:
+        args = parse(SweepCommand, argv, description=__doc__.splitlines()[0])
+        args.distributed.initialize()
+        base = args.config
         if args.compare:
-            print(compare(args.compare, args.compare_methods))
+            print(compare(list(args.compare), list(args.compare_methods)))
             return 0
-        base = get_preset(args.preset)
-        if args.runs_dir:
-            base = dataclasses.replace(base, runs_dir=args.runs_dir)
         if args.retarget:
-            print(retarget(Path(base.runs_dir) / args.name, args.retarget, args.retarget_methods))
+            print(retarget(Path(base.runs_dir) / base.name, list(args.retarget), list(args.retarget_methods)))
             return 0
-        overrides = [parse_override(text) for text in args.overrides]
-        run_sweep(base, args.name, args.trajectories, args.seeds, args.steps, batch_steps=args.batch_steps,
-                  baseline_trials=args.baseline_trials, methods=tuple(args.methods), overrides=overrides)
+        run_sweep(base, base.name, list(args.trajectories), list(args.seeds), args.steps,
+                  batch_steps=args.batch_steps, baseline_trials=args.baseline_trials, methods=tuple(args.methods))
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    root = Path(base.runs_dir) / args.name
+    root = Path(base.runs_dir) / base.name
     print((root / "sweep.md").read_text())
     print(f"wrote {root / 'sweep.md'}, {root / 'sweep.csv'}, {root / 'sweep.png'}, {root / 'trials.png'}")
     return 0

@@ -213,14 +213,36 @@ def test_overfits_a_tiny_batch():
 
 def test_gaussian_head_and_bc_configuration():
     batch = _batch()
-    for cfg in (preset("tiny", action_head="gaussian"), preset("tiny", use_returns=False, use_rewards=False,
-                                                              token_layout="interleaved")):
+    for cfg in (preset("tiny", action_head="gaussian"), preset("tiny", action_head="mixture", num_components=3),
+                preset("tiny", use_returns=False, use_rewards=False, token_layout="interleaved")):
         model = AgenticTransformer(cfg, action_dim=ACT)
         params = _params(model)
         out = model.apply({"params": params}, {k: batch[k] for k in STEP_KEYS})
-        assert out["action"].shape == (4, 64, ACT) and np.all(np.abs(out["action"]) <= 1)
+        assert out["action"].shape == (4, 64, ACT)
         loss, _ = action_loss(out, batch["actions"], batch["loss_mask"])
         assert np.isfinite(float(loss))
+        if cfg.action_head == "gaussian":  # the log std is clipped to its range, whatever the layer says
+            from agent.heads import LOG_STD_RANGE
+
+            for bias in (-1e3, 1e3):
+                pushed = jax.tree_util.tree_map_with_path(
+                    lambda path, x, b=bias: x + b if "log_std_head" in jax.tree_util.keystr(path)
+                    and "bias" in jax.tree_util.keystr(path) else x, params)
+                log_std = model.apply({"params": pushed}, {k: batch[k] for k in STEP_KEYS})["log_std"]
+                np.testing.assert_array_equal(np.asarray(log_std), LOG_STD_RANGE[0] if bias < 0 else LOG_STD_RANGE[1])
+        if cfg.action_head == "mixture":
+            assert out["means"].shape == (4, 64, 3, ACT) and out["logits"].shape == (4, 64, 3)
+            assert {"mixture_logits_head", "action_head", "log_std_head"} <= set(params)
+
+            def first_actions(sample):
+                policy = InContextPolicy(model, params, num_envs=2, obs_dim=OBS, episode_length=3, num_trials=1,
+                                         target_return=1.0, sample=sample, seed=7)
+                policy.start_trial()
+                return policy.act(np.ones((2, OBS), np.float32))
+
+            sampled = first_actions(True)
+            np.testing.assert_array_equal(sampled, first_actions(True))  # seeded draws
+            assert not np.allclose(sampled, first_actions(False))  # a draw, not the heaviest component's mean
         if not cfg.use_returns:  # behaviour cloning: no return or reward inputs exist in the model
             assert not {"return_embed", "completion_embed", "reward_embed"} & set(params)
 
@@ -259,3 +281,38 @@ def test_presets_sizes():
                             for k in STEP_KEYS}))
     count = sum(x.size for x in jax.tree.leaves(shapes))
     assert 300e6 <= count <= 400e6, count
+
+
+def test_completion_flag_is_one_definition_for_sampler_model_and_policy():
+    """Rewards of 0.1 (not exact in binary) summing to the target: the sampler's and the acting policy's
+    returns-to-go agree bit for bit, so the flag the model embeds is the same in training and acting."""
+    from agent.tokens import completion_flag
+    from datasets import Trajectory
+
+    rewards = np.full(12, 0.1, np.float32)
+    rewards[:3] = rewards[10:] = 0.0  # the target is reached at step 9; steps 10 and 11 come after
+    low = random_trajectories(1, [12], obs_dim=OBS, act_dim=ACT)[0]
+    best = low.replace(rewards=rewards)
+    low = low.replace(rewards=np.zeros(12, np.float32))
+    assert isinstance(best, Trajectory)
+    sampler = ContextSampler([low, best], SamplerConfig(num_trajectories=2, max_steps=24, batch_size=1, prefetch=1))
+    raw = sampler.sample_batch(np.random.default_rng(0))
+    sampled_rtg = raw["returns_to_go"][0, 12:]  # the best episode comes last in the ascending chain
+    target = best.total_return  # the sampler relabels to the chain's best return, summed in float64
+    assert raw["target_return"][0] == np.float32(target)
+
+    model = AgenticTransformer(preset("tiny", attention="reference"), action_dim=ACT)
+    policy = InContextPolicy(model, _params(model), num_envs=1, obs_dim=OBS, episode_length=12, num_trials=1,
+                             target_return=target)
+    policy.start_trial()
+    acting_rtg = []
+    for t in range(12):
+        policy.act(best.observations[t][None])
+        acting_rtg.append(policy._pending[0]["returns_to_go"][0])
+        policy.observe(best.actions[t][None], rewards[t:t + 1])
+    np.testing.assert_array_equal(np.array(acting_rtg, np.float32), sampled_rtg)
+    flags = completion_flag(sampled_rtg)
+    before = np.concatenate([[0.0], np.cumsum(rewards.astype(np.float64))[:-1]])
+    np.testing.assert_array_equal(flags, before >= target)  # reached before acting at t
+    np.testing.assert_array_equal(flags, np.arange(12) >= 10)
+    np.testing.assert_array_equal(np.asarray(completion_flag(jnp.asarray(sampled_rtg))), flags)

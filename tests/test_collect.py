@@ -7,8 +7,9 @@ import pytest
 
 import datasets
 import envs
-from experiments import collect, dataset_stats
-from experiments.sac import SACConfig
+from experiments import collect
+from experiments.analysis import dataset_stats
+from experiments.collection.sac import SACConfig
 
 # 1000-step cartpole episodes with action repeat 50 are 20 agent steps long.
 TINY_SAC = SACConfig(hidden=(16, 16), batch_size=8, warmup_steps=30, update_every=5, buffer_capacity=1000)
@@ -177,7 +178,7 @@ def test_a_missing_episode_file_is_an_error_not_a_silent_gap(tmp_path):
 
 
 def test_exploration_mix_keeps_the_inner_stream_and_mixes_at_the_drawn_rate():
-    from experiments import policies
+    from experiments.collection import policies
 
     inner, twin = policies.RandomPolicy(2, seed=0), policies.RandomPolicy(2, seed=0)
     mix = policies.ExplorationMix(inner, 2, seed=0, fraction=1.0, max_epsilon=0.6)

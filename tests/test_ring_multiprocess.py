@@ -1,43 +1,20 @@
 """Two processes x 4 CPU devices over localhost compute what one process with 8 devices computes."""
 
-import os
-import socket
-import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 
 from ring import make_mesh, sharded_attention
 from tests.multiprocess_case import CASE, inputs
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+from tests.processes import free_port, run_together
 
 
 def test_two_processes_match_one_process(tmp_path):
     out = tmp_path / "two_process.npz"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    workers = [
-        subprocess.Popen([sys.executable, "-m", "tests.multiprocess_worker", str(port), str(pid), str(out)],
-                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for pid in (0, 1)
-    ]
-    logs = []
-    for worker in workers:
-        try:
-            logs.append(worker.communicate(timeout=240)[0])
-        finally:
-            worker.kill()
-    for worker, log in zip(workers, logs):
-        assert worker.returncode == 0, log[-3000:]
+    port = free_port()
+    run_together([[sys.executable, "-m", "tests.multiprocess_worker", str(port), str(pid), str(out)]
+                  for pid in (0, 1)], timeout=240)
 
     host = inputs()
     mesh = make_mesh(CASE["mesh"])

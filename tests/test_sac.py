@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import sac
+from experiments.collection import sac
 
 TINY = sac.SACConfig(hidden=(16, 16), batch_size=8, warmup_steps=0, update_every=2, buffer_capacity=64)
 UPDATE = jax.jit(functools.partial(sac.update_step, config=TINY), donate_argnums=0)  # compiled once per shape
@@ -86,14 +86,22 @@ def test_critic_regresses_a_constant_reward():
     assert losses[-1] < 0.01 * losses[0]
 
 
-def test_act_is_in_bounds_and_deterministic_mode_ignores_key():
+def test_act_samples_around_the_mean_and_deterministic_mode_ignores_key():
     state = sac.init_state(TINY, 3, 2, jax.random.key(0))
     obs = jnp.ones((3,))
     a = sac.act(state.actor_params, obs, jax.random.key(0), config=TINY, act_dim=2, deterministic=True)
     b = sac.act(state.actor_params, obs, jax.random.key(1), config=TINY, act_dim=2, deterministic=True)
     np.testing.assert_array_equal(a, b)
-    c = sac.act(state.actor_params, obs, jax.random.key(1), config=TINY, act_dim=2)
-    assert c.shape == (2,) and np.all(np.abs(np.asarray(c)) < 1)
+    mean, log_std = sac.Actor(TINY.hidden, 2).apply(state.actor_params, obs[None])
+    np.testing.assert_allclose(a, np.tanh(mean[0]), rtol=1e-6)  # deterministic: the squashed mean
+    samples = np.stack([sac.act(state.actor_params, obs, jax.random.key(i), config=TINY, act_dim=2)
+                        for i in range(200)])
+    assert samples.shape == (200, 2) and len(np.unique(samples[:, 0])) == 200  # the key is used
+    # The pre-tanh samples have the actor's mean and standard deviation (200 draws: 4 standard errors).
+    pre = np.arctanh(samples)
+    std = np.exp(np.asarray(log_std[0]))
+    assert np.all(np.abs(pre.mean(0) - np.asarray(mean[0])) < 4 * std / np.sqrt(200))
+    np.testing.assert_allclose(pre.std(0), std, rtol=0.25)
 
 
 def test_replay_buffer_is_fifo_and_samples_with_explicit_rng():

@@ -8,13 +8,13 @@ import pytest
 from datasets import exorl
 from datasets.synthetic import random_trajectories
 from experiments import sweep
-from experiments.config import get_preset
+from experiments.presets import get_preset
 
 
 def test_cells_share_batch_steps_and_overrides():
-    base = get_preset("default")
+    base = get_preset("default").replace(sampler={"loss_on": "last"})
     cells = sweep.cell_configs(base, [1, 2, 16], [0, 3], steps=40, episode_length=250, batch_steps=2048,
-                               baseline_trials=6, overrides=[sweep.parse_override("sampler.loss_on=last")])
+                               baseline_trials=6)
     assert sorted(cells) == sorted(f"{m}_seed{s}" for m in ("at_k1", "at_k2", "at_k16", "dt", "bc10") for s in (0, 3))
     shapes = {name: (c.sampler.batch_size, c.sampler.max_steps) for name, c in cells.items() if name.endswith("seed0")}
     # k episodes of 250 steps, rounded up to the 256-step chunk; 2048 // steps contexts (at least one).
@@ -37,22 +37,22 @@ def test_cells_share_batch_steps_and_overrides():
     assert {c.sampler.batch_size for c in plain.values()} == {base.sampler.batch_size}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("sampler.loss_on", "expected section.field=value"),
-    ("loss_on=last", "expected section.field=value"),
-    ("sampler.loss=last", "SamplerConfig has no field 'loss'"),
-    ("name.x=1", "'name' is not a config section"),
-    ("sampler.loss_on=first", "loss_on must be 'all' or 'last'"),
-])
-def test_bad_overrides_name_the_problem(text, message):
-    with pytest.raises(ValueError, match=message):
-        sweep.cell_configs(get_preset("default"), [1], [0], 10, 250, overrides=[sweep.parse_override(text)])
+def test_ablations_use_the_train_command_line():
+    args = sweep.parse(sweep.SweepCommand, ["--preset", "tiny", "--sampler.loss-on", "last", "--trajectories", "1",
+                                            "4", "--methods", "at", "dt", "--name", "abl"], description="")
+    assert args.config.sampler.loss_on == "last" and args.config.name == "abl"
+    assert args.trajectories == (1, 4) and args.methods == ("at", "dt")
+    cells = sweep.cell_configs(args.config, list(args.trajectories), [0], 10, 250, methods=args.methods)
+    assert {c.sampler.loss_on for c in cells.values()} == {"last"}
 
 
-def test_parse_override_reads_json_values():
-    assert sweep.parse_override("eval.target_return=512.5") == ("eval", "target_return", 512.5)
-    assert sweep.parse_override("eval.target_return=null") == ("eval", "target_return", None)
-    assert sweep.parse_override("model.token_layout=interleaved") == ("model", "token_layout", "interleaved")
+@pytest.mark.parametrize("argv", [["--sampler.loss-on", "first"], ["--sampler.loss", "last"],
+                                  ["--methods", "at", "ppo"]])
+def test_bad_ablations_are_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(argv)
+    assert exit_info.value.code == 2
+    assert argv[-1] in capsys.readouterr().err
 
 
 def test_tiny_sweep_writes_tables_and_resumes(tmp_path, capsys):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import sac as sac_lib
+from experiments.collection import sac as sac_lib
 
 __all__ = ["RandomPolicy", "SACPolicy", "ExplorationMix"]
 

@@ -1,7 +1,7 @@
 """Return statistics of a collected dataset, and the "learning is a real test" criterion.
 
-    python -m experiments.dataset_stats experiments/data/default/cartpole/sac
-    python -m experiments.dataset_stats runs/data/x/hopper-v4/random --png hist.png
+    python -m experiments.analysis.dataset_stats experiments/data/default/cartpole/sac
+    python -m experiments.analysis.dataset_stats runs/data/x/hopper-v4/random --png hist.png
 
 The path is a collector data directory: an ExoRL ``<root>/<domain>/<algo>`` (with ``buffer/``) or a directory
 of D4RL ``.hdf5`` files (or one such file). Returns are read back through the `datasets` readers, not from

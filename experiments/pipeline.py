@@ -1,4 +1,9 @@
-"""From a DataConfig to normalised, tokenisable batches whose order depends only on (seed, step)."""
+"""The one-way batch pipeline: a DataConfig's episodes -> contexts -> model inputs, in an order that
+depends only on (train.seed, step).
+
+Nothing here normalises or scales: the model standardises observations and scales returns itself
+(``agent.model``), so training and acting see the same transform by construction.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from agent.tokens import step_inputs
-from datasets import ContextSampler, NormStats, Prefetcher
+from datasets import ContextSampler, Prefetcher
 from experiments.config import DataConfig, ExperimentConfig
 
 
-def load_trajectories(data: DataConfig):
+def load_episodes(data: DataConfig):
     """The episodes named by ``data``; a missing source says what to download and where it goes."""
     from datasets import d4rl, exorl, minari
 
@@ -28,31 +33,25 @@ def load_trajectories(data: DataConfig):
     return episodes[: data.max_episodes] if data.max_episodes else episodes
 
 
-def dataset_returns(trajectories) -> np.ndarray:
-    return np.array([t.total_return for t in trajectories], np.float64)
-
-
 class BatchStream:
     """Batches for steps ``start, start+1, ...``: batch ``i`` is drawn from ``default_rng((seed, i))``, so a
     resumed run sees exactly the batches an uninterrupted one would. Computed ahead in a thread.
+
+    Args:
+      config: the run's config (its sampler section and ``train.seed``).
+      trajectories: the episodes.
+      start: the first step.
     """
 
-    def __init__(self, config: ExperimentConfig, trajectories, stats: NormStats, start: int):
+    def __init__(self, config: ExperimentConfig, trajectories, start: int):
         self.sampler = ContextSampler(trajectories, config.sampler)
-        self.stats, self.seed, self.step = stats, config.train.seed, start
+        self.seed, self.step = config.train.seed, start
         self._prefetch = Prefetcher(self._produce, config.sampler.prefetch)
-
-    @staticmethod
-    def example(config: ExperimentConfig, trajectories) -> dict:
-        """One batch of the right shapes (for initialising parameters)."""
-        raw = ContextSampler(trajectories, config.sampler).sample_batch(np.random.default_rng(0))
-        return {**step_inputs(raw), "loss_mask": raw["loss_mask"]}
 
     def _produce(self) -> dict:
         rng = np.random.default_rng((self.seed, self.step))
         self.step += 1
         raw = self.sampler.sample_batch(rng)
-        raw["observations"] = self.stats.normalize_observations(raw["observations"]) * raw["mask"][..., None]
         return {**step_inputs(raw), "loss_mask": raw["loss_mask"]}
 
     def __next__(self) -> dict:

@@ -1,6 +1,6 @@
 """Learning curves of a collector run: return against wall time and environment steps (PNG + JSON).
 
-    python -m experiments.sac_curves --run runs/data/walker_walk_sac/walker/sac --name walker_walk \
+    python -m experiments.analysis.sac_curves --run runs/data/walker_walk_sac/walker/sac --name walker_walk \
         --threshold 700 --out experiments/results/sac
 
 Reads the run's ``progress.json`` (every training episode's return, agent steps and wall time) and

@@ -1,0 +1,1 @@
+"""Analysis scripts over collected data and finished runs (return statistics, learning curves)."""

@@ -1,0 +1,85 @@
+"""The job command lines' shared parsing: ``--preset NAME`` picks a base config, every other flag overrides
+one of its fields (tyro), and ``--distributed.*`` joins several processes into one JAX runtime.
+
+``--help`` lists the presets, each with the command that runs it, and the choices of every enum-like field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Annotated, Literal
+
+import tyro
+
+from experiments.config import ExperimentConfig
+from experiments.presets import PRESETS, get_preset
+
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+
+PRESET_HELP = "the base config; every other flag overrides one of its fields. Presets:\n" + "\n".join(
+    f"  {name}: {preset.command}" for name, preset in PRESETS.items() if not name.endswith("_tiny"))
+PRESET_HELP += "\n  <name>_tiny: every preset's sibling that runs in seconds"
+
+# A command's fields: ``config`` appears on the command line without a prefix (``--train.steps``).
+ConfigArg = Annotated[ExperimentConfig, tyro.conf.arg(name="")]
+PresetArg = Annotated[PresetName, tyro.conf.arg(help=PRESET_HELP)]
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedArgs:
+    """Several processes (hosts) as one JAX runtime: the same command runs in every process.
+
+    Attributes:
+      enable: call jax.distributed.initialize() first; with no other flag the cluster is detected (SLURM,
+        TPU pods, Open MPI and the like).
+      coordinator: host:port of process 0, where detection is not available.
+      num_processes: processes in all (with coordinator).
+      process_id: this process's index, 0..num_processes-1 (with coordinator). Only process 0 writes files.
+      local_device_ids: the devices this process uses (None: all it sees).
+    """
+
+    enable: bool = False
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    local_device_ids: tuple[int, ...] | None = None
+
+    def initialize(self) -> None:
+        """Joins the runtime (a no-op unless enabled); must run before any other JAX call."""
+        if not self.enable:
+            if self.coordinator is not None or self.num_processes is not None or self.process_id is not None:
+                raise ValueError("--distributed.coordinator/num-processes/process-id need --distributed.enable")
+            return
+        explicit = (self.coordinator, self.num_processes, self.process_id)
+        if any(v is not None for v in explicit) and any(v is None for v in explicit):
+            raise ValueError("--distributed: give coordinator, num_processes and process_id together, or none "
+                             "of them to detect the cluster")
+        import jax
+
+        jax.distributed.initialize(coordinator_address=self.coordinator, num_processes=self.num_processes,
+                                   process_id=self.process_id,
+                                   local_device_ids=list(self.local_device_ids) if self.local_device_ids else None)
+
+
+def preset_from_argv(argv: list[str]) -> str:
+    """The value of ``--preset`` in ``argv`` (``default`` when absent); checked against the known names."""
+    name = "default"
+    for i, arg in enumerate(argv):
+        if arg == "--preset":
+            if i + 1 >= len(argv):
+                raise ValueError("--preset needs a name")
+            name = argv[i + 1]
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+    get_preset(name)  # an unknown name fails here, with the close matches
+    return name
+
+
+def parse(command_type, argv=None, *, description: str):
+    """Parses ``argv`` into ``command_type``, a dataclass with fields ``config`` (flattened into the
+    command line), ``preset`` and the command's own flags; the chosen preset supplies the defaults."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = preset_from_argv(argv)
+    default = command_type(config=get_preset(name), preset=name)
+    return tyro.cli(command_type, args=argv, default=default, description=description)

@@ -1,0 +1,66 @@
+"""From a config and what a run keeps of its data to the model, its mesh and a fresh TrainState."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.tokens import STEP_KEYS
+from datasets import NormStats
+from experiments.config import ExperimentConfig
+
+
+def check_fits(config: ExperimentConfig, mesh, data) -> None:
+    """Errors that name the field to change, before anything is compiled."""
+    batch_devices = mesh.shape["dp"] * mesh.shape["fsdp"]
+    if config.sampler.batch_size % batch_devices:
+        raise ValueError(f"sampler.batch_size={config.sampler.batch_size} must divide over the {batch_devices} "
+                         f"devices of dp x fsdp in train.mesh={config.train.mesh!r}")
+    tokens = config.sampler.max_steps * config.model.tokens_per_step
+    pieces = mesh.shape["sp"] * (2 if config.model.layout == "zigzag" else 1)
+    if config.model.attention == "ring" and tokens % pieces:
+        raise ValueError(f"a context of {tokens} tokens must divide into {pieces} pieces for sp={mesh.shape['sp']} "
+                         f"and layout {config.model.layout!r}; change sampler.max_steps")
+    if data.longest_episode > config.model.max_timestep:
+        raise ValueError(f"episodes of {data.longest_episode} steps exceed model.max_timestep={config.model.max_timestep}")
+
+
+def build_model(config: ExperimentConfig, data, stats: NormStats):
+    """The AgenticTransformer (with the dataset's observation statistics) and the mesh.
+
+    Args:
+      config: the run's config.
+      data: ``experiments.run.DataSummary``.
+      stats: the observation statistics.
+
+    Returns:
+      (model, mesh).
+    """
+    from agent.model import AgenticTransformer
+    from ring import make_mesh
+
+    mesh = make_mesh(config.train.mesh)
+    check_fits(config, mesh, data)
+    if stats.obs_mean.shape != (data.obs_dim,):
+        raise ValueError(f"normalisation statistics of size {stats.obs_mean.shape[0]} do not match observations "
+                         f"of size {data.obs_dim}")
+    mean, std = stats.as_tuples()
+    model = AgenticTransformer(config.model, action_dim=data.action_dim, obs_mean=mean, obs_std=std,
+                               mesh=mesh if config.model.attention == "ring" else None)
+    return model, mesh
+
+
+def example_inputs(config: ExperimentConfig, data) -> dict:
+    """Zeros of a batch's shapes (initialisation reads only shapes)."""
+    b, s = config.sampler.batch_size, config.sampler.max_steps
+    shapes = {"observations": (b, s, data.obs_dim), "actions": (b, s, data.action_dim), "rewards": (b, s),
+              "returns_to_go": (b, s), "prev_actions": (b, s, data.action_dim), "prev_rewards": (b, s),
+              "timesteps": (b, s), "trajectory_index": (b, s)}
+    ints = ("timesteps", "trajectory_index")
+    return {k: np.zeros(shapes[k], np.int32 if k in ints else np.float32) for k in STEP_KEYS}
+
+
+def initial_state(config: ExperimentConfig, model, data):
+    """A fresh TrainState from ``train.seed``."""
+    from agent.train import init_state
+
+    return init_state(model, config.optim, example_inputs(config, data), config.train.seed)

@@ -1,0 +1,114 @@
+"""Presets by name: each one's description is the command that runs it.
+
+Every preset has a ``<name>_tiny`` sibling that runs in seconds on a laptop CPU; ``tiny`` is
+``default_tiny``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from agent.config import OptimConfig, preset as model_preset
+from datasets import SamplerConfig
+from experiments.config import DataConfig, EvalConfig, ExperimentConfig, TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named config and the command that runs it."""
+
+    config: ExperimentConfig
+    command: str
+
+
+def _tiny(config: ExperimentConfig) -> ExperimentConfig:
+    """The laptop-sized sibling: a few steps of a tiny model on a short context."""
+    return config.replace(name=f"{config.name}_tiny",
+                          sampler={"num_trajectories": 2, "max_steps": 512 if config.data.task.startswith("cartpole")
+                                   else 64, "batch_size": 2, "prefetch": 1},
+                          # Ring attention over however many devices there are (one on a laptop, 8 in the tests).
+                          model=model_preset("tiny", max_timestep=config.model.max_timestep, max_trajectories=16,
+                                             attention="ring"),
+                          optim={"total_steps": 20, "warmup_steps": 2},
+                          train={"steps": 20, "checkpoint_every": 10, "log_every": 5, "mesh": "sp=-1"},
+                          eval={"num_envs": 2, "num_trials": 2})
+
+
+def _exorl(task: str, domain: str, episode_length: int) -> ExperimentConfig:
+    """The paper's Table 5 setting on a user's ExoRL download (proto data, relabelled, 1000-step episodes)."""
+    return ExperimentConfig(
+        name=task,
+        data=DataConfig(format="exorl", root=str(Path("~/exorl").expanduser()), domain=domain, algo="proto",
+                        task=task, relabel=True, action_repeat=1,
+                        download_hint=f"Download ExoRL's {domain}/proto buffer, from the ExoRL repository's download "
+                                      f"script, laid out as <root>/{domain}/proto/buffer/*.npz"),
+        sampler=SamplerConfig(num_trajectories=4, max_steps=4 * episode_length, batch_size=8, prefetch=2),
+        model=model_preset("paper", max_timestep=episode_length, max_trajectories=128),
+        optim=OptimConfig(learning_rate=1e-4, warmup_steps=1000, total_steps=100_000),
+        train=TrainConfig(steps=100_000, checkpoint_every=5000, eval_every=10_000),
+        eval=EvalConfig(num_envs=10),
+    )
+
+
+def _d4rl(env: str, dataset: str) -> ExperimentConfig:
+    """Decision-Transformer-style D4RL locomotion on a user's HDF5 file (gymnasium v4 evaluation)."""
+    return ExperimentConfig(
+        name=f"{env}-{dataset}",
+        data=DataConfig(format="d4rl", root=str(Path(f"~/.d4rl/datasets/{env}_{dataset}-v2.hdf5").expanduser()),
+                        task=env, action_repeat=1,
+                        download_hint=f"Download the D4RL file {env}_{dataset}-v2.hdf5 (D4RL's dataset download), "
+                                      "at the path given by --data.root"),
+        sampler=SamplerConfig(num_trajectories=1, max_steps=20, window="random", batch_size=64, prefetch=2),
+        model=model_preset("paper", max_timestep=1000, max_trajectories=4, return_scale=1e-3),
+        optim=OptimConfig(learning_rate=1e-4, warmup_steps=10_000, total_steps=100_000),
+        train=TrainConfig(steps=100_000, checkpoint_every=5000, eval_every=10_000),
+        eval=EvalConfig(num_envs=10, num_trials=1, context_steps=20),
+    )
+
+
+def _walker_mix() -> ExperimentConfig:
+    """The second collected dataset (experiments/data/README.md): walker_walk, SAC with exploration mixed in."""
+    return ExperimentConfig().replace(
+        name="walker_mix",
+        data=DataConfig(root="runs/data/walker_walk_sac_mix", domain="walker", algo="sac", task="walker_walk",
+                        action_repeat=2,
+                        download_hint="Make it with experiments.collect: the command is in experiments/data/README.md"),
+        sampler={"max_steps": 2048},
+        model={"max_timestep": 512})
+
+
+def _build() -> dict[str, Preset]:
+    train = "python -m experiments.train --preset"
+    base = {
+        "default": Preset(ExperimentConfig(), f"{train} default   (the main job, on the built-in cartpole data)"),
+        "walker_mix": Preset(_walker_mix(), f"{train} walker_mix   (after collecting it: experiments/data/README.md)"),
+    }
+    for task, domain, length in (("walker_stand", "walker", 1000), ("walker_run", "walker", 1000),
+                                 ("walker_walk", "walker", 1000), ("cheetah_run", "cheetah", 1000),
+                                 ("jaco_reach_top_left", "jaco", 250), ("cartpole_swingup", "cartpole", 1000)):
+        base[task] = Preset(_exorl(task, domain, length), f"{train} {task} --data.root ~/exorl")
+    for env in ("halfcheetah", "hopper", "walker2d"):
+        for dataset in ("medium", "medium-replay", "medium-expert"):
+            config = _d4rl(env, dataset)
+            base[config.name] = Preset(config, f"{train} {config.name} --data.root "
+                                               f"~/.d4rl/datasets/{env}_{dataset}-v2.hdf5")
+    presets = dict(base)
+    for name, preset in base.items():
+        presets[f"{name}_tiny"] = Preset(_tiny(preset.config), f"{train} {name}_tiny   (seconds)")
+    presets["tiny"] = Preset(presets["default_tiny"].config, f"{train} tiny   (default_tiny: seconds)")
+    return presets
+
+
+PRESETS: dict[str, Preset] = _build()
+
+
+def get_preset(name: str) -> ExperimentConfig:
+    """The config of preset ``name``; an unknown name lists the close ones and every known one."""
+    if name not in PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(name, PRESETS, n=3)
+        hint = f"; did you mean {close}?" if close else ""
+        raise ValueError(f"experiment preset {name!r} is unknown{hint} Known presets: {sorted(PRESETS)}")
+    return PRESETS[name].config

@@ -1,0 +1,213 @@
+"""A run directory, the one owner of every file of a run.
+
+    runs/<name>/
+      config.json       the resolved ExperimentConfig (a rerun must match it, or pass --force)
+      data.json         what the model needs of its data: observation and action sizes, the longest episode,
+                        and the return statistics that evaluation reports beside the agent's
+      norm_stats.json   observation mean and std (the model standardises with them)
+      checkpoints/      orbax TrainStates (the last N and the best)
+      summary.json      written once training has finished
+      eval.json, eval.md, eval.png, eval_trial1.mp4   the latest evaluation
+      tb/               TensorBoard logs
+      run.lock          held while a process trains here
+
+Every file is written whole, then renamed (:func:`datasets.atomic.atomic_path`), and only by process 0 of
+a multi-process run. The model is rebuilt and restored from these files alone: evaluating a run never
+reads its dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from datasets import NormStats
+from datasets.atomic import atomic_path
+from experiments.config import ExperimentConfig, differences
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run directory."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSummary:
+    """What a run keeps of its dataset (``data.json``).
+
+    Attributes:
+      obs_dim: observation size.
+      action_dim: action size.
+      longest_episode: steps of the longest episode.
+      episodes: number of episodes.
+      median_return, max_return, mean_return: episode return statistics.
+    """
+
+    obs_dim: int
+    action_dim: int
+    longest_episode: int
+    episodes: int
+    median_return: float
+    max_return: float
+    mean_return: float
+
+    @classmethod
+    def of(cls, trajectories) -> DataSummary:
+        returns = np.array([t.total_return for t in trajectories], np.float64)
+        return cls(obs_dim=int(trajectories[0].observation_dim), action_dim=int(trajectories[0].action_dim),
+                   longest_episode=max(len(t) for t in trajectories), episodes=len(trajectories),
+                   median_return=float(np.median(returns)), max_return=float(returns.max()),
+                   mean_return=float(returns.mean()))
+
+
+def is_writer() -> bool:
+    """Process 0 writes; the others compute the same things and keep them to themselves."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+class RunDir:
+    """The files of one run (see the module docstring).
+
+    Args:
+      path: the run directory (need not exist yet).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # Writing: one helper, atomic, process 0 only.
+
+    def write(self, name: str, write_to) -> Path:
+        """Calls ``write_to(temporary_path)`` and renames the result to ``<run>/<name>``."""
+        target = self.path / name
+        if is_writer():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target, suffix=target.suffix) as temporary:
+                write_to(temporary)
+        return target
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.write(name, lambda path: path.write_text(text))
+
+    def write_json(self, name: str, payload) -> Path:
+        return self.write_text(name, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+    def read_json(self, name: str):
+        path = self.path / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.path} has no {name}" + (
+                "" if (self.path / "config.json").is_file() else " (it is not a run directory: no config.json)"))
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+    # The config.
+
+    def config(self) -> ExperimentConfig:
+        """The saved config, with name and runs_dir pointing at this directory wherever it now lies."""
+        if not (self.path / "config.json").is_file():
+            raise FileNotFoundError(f"{self.path} is not a run directory (no config.json)")
+        config = ExperimentConfig.from_json((self.path / "config.json").read_text())
+        return dataclasses.replace(config, name=self.path.name, runs_dir=str(self.path.parent))
+
+    def claim(self, config: ExperimentConfig, force: bool = False) -> None:
+        """Saves ``config``, or checks that the run on disk was made with the same one."""
+        saved = self.path / "config.json"
+        if saved.is_file():
+            previous = ExperimentConfig.from_json(saved.read_text())
+            if previous != config and not force:
+                raise ValueError(f"{self.path} was made with a different config ({', '.join(differences(previous, config))}); "
+                                 "choose another --name, or pass --force to resume with the new one")
+        self.write_text("config.json", config.to_json())
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Held while a process trains here: a second one refuses at once and touches nothing."""
+        if not is_writer():
+            yield
+            return
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "run.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunLockedError(f"{self.path} is in use by {holder}; wait for it to finish, or choose "
+                                     "another --name") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # What the model needs of its data.
+
+    def save_data(self, summary: DataSummary, stats: NormStats) -> None:
+        self.write_json("data.json", dataclasses.asdict(summary))
+        if is_writer():
+            stats.save(self.path / "norm_stats.json")
+
+    def data(self) -> DataSummary:
+        raw = self.read_json("data.json")
+        try:
+            return DataSummary(**raw)
+        except TypeError as error:
+            raise ValueError(f"{self.path / 'data.json'}: {error}") from error
+
+    def norm_stats(self) -> NormStats:
+        return NormStats.load(self.path / "norm_stats.json")
+
+    # The model, its state and checkpoints.
+
+    def build(self, config: ExperimentConfig | None = None):
+        """The model and mesh of this run from config.json, data.json and norm_stats.json.
+
+        Returns:
+          (model, mesh).
+        """
+        from experiments.model import build_model
+
+        config = config or self.config()
+        return build_model(config, self.data(), self.norm_stats())
+
+    def checkpoints(self, config: ExperimentConfig):
+        from experiments.checkpoints import Checkpoints
+
+        return Checkpoints(self.path / "checkpoints", config.train.keep_checkpoints)
+
+    def restore(self, config: ExperimentConfig | None = None):
+        """(model, mesh, state, step) of the latest checkpoint that restores."""
+        from experiments.model import initial_state
+
+        config = config or self.config()
+        model, mesh = self.build(config)
+        checkpoints = self.checkpoints(config)
+        try:
+            state, step = checkpoints.restore_latest(initial_state(config, model, self.data()))
+        finally:
+            checkpoints.close()
+        if state is None:
+            raise FileNotFoundError(f"{self.path / 'checkpoints'} holds no checkpoint that can be restored")
+        return model, mesh, state, step
+
+    # The finished run.
+
+    def summary(self) -> dict | None:
+        """The summary of a finished run (None before training has finished)."""
+        return self.read_json("summary.json") if (self.path / "summary.json").is_file() else None
