@@ -179,3 +179,41 @@ def test_parsing_a_config_imports_no_jax():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax', 'optax')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+class _ActionLog:
+    """A run_trials observer that keeps environment 0's actions in trial 0."""
+
+    def __init__(self):
+        self.actions = []
+
+    def begin(self, trial, batch_env):
+        pass
+
+    def step(self, trial, batch_env, actions, rewards, active):
+        if trial == 0 and active[0]:
+            self.actions.append(np.asarray(actions[0]))
+
+
+def test_video_is_the_evaluated_trial(data_root, tmp_path):
+    import envs
+
+    config = _config(data_root, tmp_path, steps=2)
+    train_job.train(config, evaluate_at_end=False, quiet=True)
+    run = RunDir(config.run_dir)
+    model, _, state, _ = run.restore()
+    log = _ActionLog()
+    plain = evaluate_job.evaluate_params(config, state.params, model, run.data(), recorder=log)
+    recorder = evaluate_job.VideoRecorder()
+    try:
+        filmed = evaluate_job.evaluate_params(config, state.params, model, run.data(), recorder=recorder)
+    except envs.RenderingUnavailableError as error:
+        pytest.skip(f"no offscreen rendering: {error}")
+    finally:
+        recorder.close()
+    assert filmed["returns"] == plain["returns"]  # recording changes nothing of the rollout
+    length = envs.make(config.data.task, seed=0, action_repeat=config.data.action_repeat).episode_length
+    assert len(recorder.actions) == len(log.actions) == length
+    np.testing.assert_array_equal(np.stack(recorder.actions), np.stack(log.actions))
+    assert len(recorder.frames) == len(recorder.actions) + 1 and recorder.frames[0].dtype == np.uint8
+    assert not np.array_equal(recorder.frames[0], recorder.frames[-1])  # the cart moved
