@@ -8,6 +8,7 @@ token sequence is put into the ring layout once, after embedding, and back once 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 
 from agent.config import ModelConfig
 from ring.decode import make_cached_attention
-from ring.layouts import from_layout, to_layout
+from ring.sharded import sharded_to_layout
 from ring.transformer import Transformer, make_attention
 
 LOG_STD_RANGE = (-5.0, 2.0)
@@ -51,7 +52,8 @@ class AgenticTransformer(nn.Module):
                            head_dim=cfg.head_dim, mlp_dim=cfg.mlp_ratio * cfg.embed_dim, attention_fn=attention,
                            ffn_chunk_size=cfg.ffn_chunk_size, activation=cfg.activation,
                            remat_policy=cfg.remat_policy, scan_layers=cfg.scan_layers,
-                           cached_attention_fn=cached, parent=None)
+                           cached_attention_fn=cached, seq_shards=mesh.shape["sp"] if mesh is not None else 1,
+                           parent=None)
 
     @property
     def sequence_axis(self) -> str | None:
@@ -88,9 +90,10 @@ class AgenticTransformer(nn.Module):
             start, end = window
             h, cache = stack(tokens[:, start:end], cache=cache, positions=positions)
             return self._head(h[:, -1]), cache
-        if cfg.attention == "ring":
-            n = self.mesh.shape["sp"]
-            h = from_layout(stack(to_layout(tokens, n, cfg.layout)), n, cfg.layout)
+        if cfg.attention == "ring":  # each device permutes its own block: O(block) memory
+            relayout = functools.partial(sharded_to_layout, mesh=self.mesh, layout=cfg.layout,
+                                         batch_axis=self._batch_axis())
+            h = relayout(stack(relayout(tokens)), inverse=True)
         else:
             h = stack(tokens)
         batch, steps = inputs["observations"].shape[:2]

@@ -104,6 +104,7 @@ class FeedForward(nn.Module):
     chunk_size: int
     activation: str = "gelu"
     dtype: jnp.dtype = jnp.float32
+    seq_shards: int = 1  # devices sharing the sequence: chunks are cut within each device's block
 
     @nn.compact
     def __call__(self, x):
@@ -121,7 +122,7 @@ class FeedForward(nn.Module):
             h = act(x_chunk.astype(self.dtype) @ wi.astype(self.dtype) + bi.astype(self.dtype))
             return h @ wo.astype(self.dtype) + bo.astype(self.dtype)
 
-        return blockwise_feedforward(mlp, x, self.chunk_size)
+        return blockwise_feedforward(mlp, x, self.chunk_size, seq_shards=self.seq_shards)
 
 
 class TransformerBlock(nn.Module):
@@ -136,6 +137,7 @@ class TransformerBlock(nn.Module):
     activation: str = "gelu"
     dtype: jnp.dtype = jnp.float32
     cached_attention_fn: Callable = cached_attention
+    seq_shards: int = 1
 
     @nn.compact
     def __call__(self, x, segment_ids=None, cache=None, positions=None):
@@ -147,7 +149,8 @@ class TransformerBlock(nn.Module):
             attn, cache = attn
         x = x + attn
         h = nn.LayerNorm(dtype=self.dtype, name="mlp_norm")(x)
-        x = x + FeedForward(self.mlp_dim, self.ffn_chunk_size, self.activation, self.dtype, name="mlp")(h)
+        x = x + FeedForward(self.mlp_dim, self.ffn_chunk_size, self.activation, self.dtype, self.seq_shards,
+                            name="mlp")(h)
         return x if cache is None else (x, cache)
 
 
@@ -169,6 +172,8 @@ class Transformer(nn.Module):
         recomputes each layer in the backward pass.
       scan_layers: run the layers under ``nn.scan`` (one compiled layer, parameters with a leading
         layer axis) instead of unrolling them.
+      seq_shards: devices the sequence is sharded over in training (the ring's size), so that the
+        blockwise feed-forward cuts its chunks within each device's block (:func:`ring.blockwise_feedforward`).
     """
 
     num_layers: int
@@ -183,6 +188,7 @@ class Transformer(nn.Module):
     scan_layers: bool = False
     dtype: jnp.dtype = jnp.float32
     cached_attention_fn: Callable = cached_attention
+    seq_shards: int = 1
 
     @nn.compact
     def __call__(self, x, segment_ids=None, cache=None, positions=None):
@@ -199,7 +205,8 @@ class Transformer(nn.Module):
             raise ValueError(f"remat_policy={self.remat_policy!r} is unknown; expected one of {list(REMAT_POLICIES)}")
         block_args = dict(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim,
                           mlp_dim=self.mlp_dim, attention_fn=self.attention_fn, ffn_chunk_size=self.ffn_chunk_size,
-                          activation=self.activation, dtype=self.dtype, cached_attention_fn=self.cached_attention_fn)
+                          activation=self.activation, dtype=self.dtype, cached_attention_fn=self.cached_attention_fn,
+                          seq_shards=1 if cache is not None else self.seq_shards)
         policy = REMAT_POLICIES[self.remat_policy]
         decoding = cache is not None
         if self.scan_layers:
