@@ -45,7 +45,8 @@ class AgenticTransformer(nn.Module):
         mesh = self.mesh if cfg.attention == "ring" else None
         attention = make_attention(cfg.attention, mesh=mesh, batch_axis=self._batch_axis(), layout=cfg.layout,
                                    natural_order=False, query_chunk_size=cfg.query_chunk_size,
-                                   key_chunk_size=cfg.key_chunk_size, impl=cfg.attention_impl)
+                                   key_chunk_size=cfg.key_chunk_size, impl=cfg.attention_impl,
+                                   head_axis="tp" if mesh is not None and "tp" in mesh.shape else None)
         # Decoding shards the cache's length over "sp" and keeps the (small) batch of environments whole.
         cached = make_cached_attention(mesh=self.mesh if decoding else None)
         return Transformer(num_layers=cfg.num_layers, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,

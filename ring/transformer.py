@@ -42,7 +42,7 @@ REMAT_POLICIES = {
 
 def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str = "sp", batch_axis=None,
                    layout: str = "zigzag", natural_order: bool = True, query_chunk_size: int = 512,
-                   key_chunk_size: int = 512, impl: str | None = None) -> AttentionFn:
+                   key_chunk_size: int = 512, impl: str | None = None, head_axis: str | None = None) -> AttentionFn:
     """An attention function ``fn(q, k, v, segment_ids)`` for :class:`Transformer`.
 
     Args:
@@ -50,6 +50,7 @@ def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str 
         over ``mesh`` axis ``axis_name``; the other arguments as in :func:`ring.sharded_attention`).
       impl: block compute of "blockwise" and "ring": "pallas", "xla" or None (pallas on GPU, else xla);
         checked but unused by "reference".
+      head_axis: "ring" only: the mesh axis that shards the heads (tensor parallelism), or None.
     """
     check_impl(impl)
     if kind == "reference":
@@ -64,7 +65,7 @@ def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str 
         return lambda q, k, v, segment_ids=None: sharded_attention(
             q, k, v, mesh=mesh, axis_name=axis_name, batch_axis=batch_axis, causal=causal, layout=layout,
             segment_ids=segment_ids, query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size,
-            natural_order=natural_order, impl=impl)
+            natural_order=natural_order, impl=impl, head_axis=head_axis)
     raise ValueError(f"attention kind={kind!r} is unknown; expected 'reference', 'blockwise' or 'ring'")
 
 
