@@ -8,6 +8,7 @@ token sequence is put into the ring layout once, after embedding, and back once 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -17,7 +18,7 @@ from agent.config import ModelConfig
 from agent.heads import action_head
 from agent.tokens import completion_flag
 from ring.decode import make_cached_attention
-from ring.layouts import from_layout, to_layout
+from ring.sharded import sharded_to_layout
 from ring.transformer import Transformer, make_attention
 
 
@@ -49,14 +50,16 @@ class AgenticTransformer(nn.Module):
         mesh = self.mesh if cfg.attention == "ring" else None
         attention = make_attention(cfg.attention, mesh=mesh, batch_axis=self._batch_axis(), layout=cfg.layout,
                                    natural_order=False, query_chunk_size=cfg.query_chunk_size,
-                                   key_chunk_size=cfg.key_chunk_size, impl=cfg.attention_impl)
+                                   key_chunk_size=cfg.key_chunk_size, impl=cfg.attention_impl,
+                                   head_axis="tp" if mesh is not None and "tp" in mesh.shape else None)
         # Decoding shards the cache's length over "sp" and keeps the (small) batch of environments whole.
         cached = make_cached_attention(mesh=self.mesh if decoding else None)
         return Transformer(num_layers=cfg.num_layers, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
                            head_dim=cfg.head_dim, mlp_dim=cfg.mlp_ratio * cfg.embed_dim, attention_fn=attention,
                            ffn_chunk_size=cfg.ffn_chunk_size, activation=cfg.activation,
                            remat_policy=cfg.remat_policy, scan_layers=cfg.scan_layers,
-                           cached_attention_fn=cached, parent=None)
+                           cached_attention_fn=cached, seq_shards=mesh.shape["sp"] if mesh is not None else 1,
+                           parent=None)
 
     @property
     def sequence_axis(self) -> str | None:
@@ -94,9 +97,10 @@ class AgenticTransformer(nn.Module):
             start, end = window
             h, cache = stack(tokens[:, start:end], cache=cache, positions=positions)
             return self._head(h[:, -1]), cache
-        if cfg.attention == "ring":
-            n = self.mesh.shape["sp"]
-            h = from_layout(stack(to_layout(tokens, n, cfg.layout)), n, cfg.layout)
+        if cfg.attention == "ring":  # each device permutes its own block: O(block) memory
+            relayout = functools.partial(sharded_to_layout, mesh=self.mesh, layout=cfg.layout,
+                                         batch_axis=self._batch_axis())
+            h = relayout(stack(relayout(tokens)), inverse=True)
         else:
             h = stack(tokens)
         batch, steps = inputs["observations"].shape[:2]

@@ -1,9 +1,11 @@
 """How parameters are laid out over the mesh: one ordered table of rules, first match wins.
 
 Large matrices shard their input dimension over "fsdp" and their heads / hidden units over "tp"; small
-vectors (norms, biases) and the embeddings of scalar inputs are replicated. A parameter that no rule
-matches is an error, so a new layer cannot silently end up replicated. Scanned layers carry a leading
-layer axis, which stays unsharded.
+vectors (norms, biases) and the embeddings of scalar inputs are replicated. Attention computes on the
+same split: ring attention takes its query and K/V heads sharded over "tp" (``head_axis``), so each tp
+device projects, attends and outputs only its own heads. K/V projections need ``num_kv_heads`` divisible
+by the tp size. A parameter that no rule matches is an error, so a new layer cannot silently end up
+replicated. Scanned layers carry a leading layer axis, which stays unsharded.
 """
 
 from __future__ import annotations

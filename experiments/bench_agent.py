@@ -4,7 +4,8 @@
    number of trajectories in context, for dense attention and blockwise attention on one device and ring
    attention over all simulated devices.
 2. The largest context (trajectories, tokens) whose train step fits a per-device memory budget with
-   each: the Ring Attention paper's Table 3 in miniature.
+   each, to within 10% (doubling, then bisection on compiled memory): the Ring Attention paper's Table 3
+   in miniature.
 3. Decoding cost per environment step against context length: KV cache against full recomputation.
 
     python -m experiments.bench_agent                 # small preset, 250-step trajectories, 8 devices
@@ -31,7 +32,9 @@ def _parse(argv):
     p.add_argument("--devices", type=int, default=8)
     p.add_argument("--timed-trajectories", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--budget-gib", type=float, default=2.0)
-    p.add_argument("--max-trajectories", type=int, default=4096, help="stop the doubling search here")
+    p.add_argument("--max-trajectories", type=int, default=4096, help="stop the search here")
+    p.add_argument("--search-precision", type=float, default=0.1,
+                   help="the largest context is found to within this fraction (doubling, then bisection)")
     p.add_argument("--decode-contexts", type=int, nargs="+", default=[1, 2, 4, 8], help="trajectories of context")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path("bench_results/bench_agent.json"))
@@ -116,18 +119,44 @@ def _train_rows(args, mesh):
             rows.append(row)
             print(f"train {kind:9s} k={k:5d} tokens={tokens:8d}  {row['step_seconds']:7.3f} s/step  "
                   f"{row['tokens_per_second']:9.0f} tok/s  temp {temp:7.3f} GiB/device", flush=True)
-        k, fits = 1, None
-        while k <= args.max_trajectories:  # doubling search on compiled memory alone
-            step, state, batch = build(k)
-            temp = _temp_gib(step, state, batch)
-            if temp > args.budget_gib:
-                break
-            fits, k = (k, temp), k * 2
+        fits, capped = _largest_fitting(lambda k: _temp_gib(*build(k)), args.budget_gib, args.max_trajectories,
+                                        args.search_precision)
         largest[kind] = None if fits is None else {"trajectories": fits[0], "tokens": fits[0] * args.episode_length
                                                    * tokens_per_step, "temp_gib_per_device": fits[1],
-                                                   "capped_by_search": k > args.max_trajectories}
+                                                   "capped_by_search": capped}
         print(f"largest context under {args.budget_gib} GiB/device with {kind}: {largest[kind]}", flush=True)
     return rows, largest
+
+
+def _largest_fitting(temp_gib, budget_gib: float, limit: int, precision: float):
+    """The largest trajectory count whose train step fits ``budget_gib``, to within ``precision``.
+
+    Doubles from 1 until the budget is exceeded, then bisects between the last fit and the first miss
+    until they are within a factor ``1 + precision``. Compiled memory grows with the context, so the
+    fitting counts form a prefix.
+
+    Returns:
+      ((trajectories, temp GiB) of the largest fit found, or None; whether ``limit`` stopped the search).
+    """
+    fits, k = None, 1
+    while k <= limit:
+        temp = temp_gib(k)
+        if temp > budget_gib:
+            break
+        fits, k = (k, temp), k * 2
+    if k > limit:
+        return fits, True
+    low, high = (0 if fits is None else fits[0]), k
+    while low == 0 or high > low * (1 + precision):
+        mid = (low + high) // 2
+        if mid == low:
+            break
+        temp = temp_gib(mid)
+        if temp > budget_gib:
+            high = mid
+        else:
+            fits, low = (mid, temp), mid
+    return fits, False
 
 
 def _decode_rows(args):

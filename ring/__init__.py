@@ -11,7 +11,7 @@ from ring.layouts import LAYOUTS, from_layout, global_positions, to_layout
 from ring.mesh import make_mesh
 from ring.reference import reference_attention
 from ring.ring_attention import blockwise_attention, ring_attention
-from ring.sharded import sharded_attention
+from ring.sharded import sharded_attention, sharded_to_layout
 
 __all__ = [
     "LAYOUTS",
@@ -25,5 +25,6 @@ __all__ = [
     "ring_attention",
     "ring_work",
     "sharded_attention",
+    "sharded_to_layout",
     "to_layout",
 ]

@@ -16,8 +16,9 @@ positions come from :func:`global_positions`.
 
 from __future__ import annotations
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 LAYOUTS = ("contiguous", "striped", "zigzag")
 
@@ -108,3 +109,86 @@ def global_positions(device, block: int, num_devices: int, layout: str):
     half = block // 2
     late_chunk = 2 * num_devices - 1 - device
     return xp.where(t < half, device * half + t, late_chunk * half + (t - half))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The same permutations on a sequence already sharded contiguously over the ring axis, per device (inside
+# ``shard_map``): every device sends and receives only its own block, so memory stays O(block). Left to
+# XLA's sharding propagation, the reshapes above can make it gather the whole sequence on every device.
+
+
+def _ring_pairs(n: int, destination) -> list[tuple[int, int]]:
+    return [(i, destination(i)) for i in range(n)]
+
+
+def _split_halves(x, axis):
+    half = x.shape[axis] // 2
+    return lax.slice_in_dim(x, 0, half, axis=axis), lax.slice_in_dim(x, half, 2 * half, axis=axis)
+
+
+def _zigzag_local(x, axis_name: str, n: int, axis: int, inverse: bool):
+    """Zigzag <-> contiguous on device blocks: two collective permutes of half a block each.
+
+    Natural order puts chunks 2j and 2j+1 (of 2n) on device j; zigzag puts chunks i and 2n-1-i on device
+    i. Chunk c goes to device ``c`` if c < n else ``2n-1-c``. Each permute moves one half of every block,
+    and each device receives exactly one half from each, so both are permutations of the ring.
+    """
+    me = lax.axis_index(axis_name)
+    first, second = _split_halves(x, axis)
+    home = lambda c: c if c < n else 2 * n - 1 - c  # noqa: E731  device of chunk c in the zigzag layout
+    if not inverse:
+        # Even chunks (every block's first half) land on a device of the same parity as the chunk...
+        even = lax.ppermute(first, axis_name, _ring_pairs(n, lambda j: home(2 * j)))
+        odd = lax.ppermute(second, axis_name, _ring_pairs(n, lambda j: home(2 * j + 1)))
+        # ... so an even device got its early chunk from the first permute, an odd one its late chunk.
+        is_even = me % 2 == 0
+        return jnp.concatenate([jnp.where(is_even, even, odd), jnp.where(is_even, odd, even)], axis=axis)
+    # Device i holds chunks i and 2n-1-i (of opposite parity); chunk c returns to slot c % 2 of device c // 2.
+    is_even = me % 2 == 0
+    to_slot0 = jnp.where(is_even, first, second)  # the even chunk of this block
+    to_slot1 = jnp.where(is_even, second, first)
+    slot0 = lax.ppermute(to_slot0, axis_name, _ring_pairs(n, lambda i: (i if i % 2 == 0 else 2 * n - 1 - i) // 2))
+    slot1 = lax.ppermute(to_slot1, axis_name, _ring_pairs(n, lambda i: (i if i % 2 == 1 else 2 * n - 1 - i) // 2))
+    return jnp.concatenate([slot0, slot1], axis=axis)
+
+
+def _striped_local(x, axis_name: str, n: int, axis: int, inverse: bool):
+    """Striped <-> contiguous on device blocks with one all-to-all (the block divides by ``n``).
+
+    With ``block % n == 0``, token ``j * block + s`` of device j belongs to device ``s mod n``; device i
+    receives a strided slice from every device and the sources come in increasing global order.
+    """
+    x = jnp.moveaxis(x, axis, 0)
+    block, rest = x.shape[0], x.shape[1:]
+    if not inverse:  # [block/n, n] -> send column d to device d -> [n (sources), block/n]
+        y = lax.all_to_all(x.reshape(block // n, n, *rest), axis_name, 1, 0, tiled=True)
+        y = y.reshape(n, block // n, *rest)
+    else:  # rows r * n + i of the striped block go back to device (r * n) // block in order
+        y = lax.all_to_all(x.reshape(n, block // n, *rest), axis_name, 0, 1, tiled=True)
+        y = y.reshape(n, block // n, *rest).swapaxes(0, 1)  # [sources, rows] -> token order
+    return jnp.moveaxis(y.reshape(block, *rest), 0, axis)
+
+
+def to_layout_local(x, axis_name: str, num_devices: int, layout: str, *, axis: int = 1, inverse: bool = False):
+    """Per-device :func:`to_layout` (or :func:`from_layout` with ``inverse``) inside ``shard_map``.
+
+    ``x`` is this device's contiguous block of a sequence sharded over ``axis_name``; the result is its
+    block of the permuted sequence. Zigzag moves two half blocks with collective permutes; striped one
+    all-to-all (it needs a block divisible by ``num_devices``: :func:`local_relayout_supported`).
+    """
+    check_layout(layout)
+    if layout == "contiguous" or num_devices == 1:
+        return x
+    if layout == "zigzag":
+        return _zigzag_local(x, axis_name, num_devices, axis, inverse)
+    return _striped_local(x, axis_name, num_devices, axis, inverse)
+
+
+def local_relayout_supported(seq: int, num_devices: int, layout: str) -> bool:
+    """Whether :func:`to_layout_local` can permute a sequence of ``seq`` tokens on ``num_devices``."""
+    block = seq // num_devices
+    if layout == "zigzag":
+        return block % 2 == 0
+    if layout == "striped":
+        return block % num_devices == 0
+    return True

@@ -12,11 +12,10 @@ spare), so XLA compiles the block kernel once and memory is the same for every r
 
 With ``axis_name=None`` the same code is a ring of one device, which is :func:`blockwise_attention`.
 
-``impl`` picks the per-step block compute and nothing else: "xla" is :mod:`ring.kernel` (chunk loops
-compiled by XLA), "pallas" the fused kernels of :mod:`ring.pallas_kernel`. With "pallas" each forward step
-returns a float32 partial output and its log-sum-exp, merged exactly into the running pair
-(:func:`ring.pallas_kernel.merge`), and each backward step returns float32 dq, dk, dv that are added to
-the accumulators; a ring of one device is a single kernel call in each pass, with no merge and no loop.
+``impl`` picks the block step (:mod:`ring.block_step`) and nothing else: "xla" is :mod:`ring.kernel`
+(chunk loops compiled by XLA), "pallas" the fused kernels of :mod:`ring.pallas_kernel`. The ring loop
+below (communication, custom VJP, accumulators, skipping of blocks the causal mask empties) is the same
+for both; a ring of one device is a single step in each pass, with no loop.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ring import kernel
+from ring.block_step import PallasStep, XlaStep, match_varying
 from ring.checks import check_attention_inputs, check_chunk, check_impl
 from ring.layouts import check_layout, global_positions
 
@@ -41,12 +41,7 @@ class _Ring:
     axis_name: str | None
     causal: bool
     layout: str
-    q_chunk: int
-    k_chunk: int
-    float32_logits: bool
-    impl: str = "xla"
-    tiles: object = None  # ring.pallas_tiles.Tiles when impl == "pallas"
-    interpret: bool = False  # run the Pallas kernels through the interpreter (no GPU)
+    step: object  # the block compute: ring.block_step.XlaStep or PallasStep
 
     def size(self) -> int:
         return 1 if self.axis_name is None else lax.axis_size(self.axis_name)
@@ -66,162 +61,60 @@ class _Ring:
         return lax.ppermute(tree, self.axis_name, perm)
 
     def varying_like(self, tree, like):
-        """Gives loop carries created here the device-varying type of ``like``, as ``check_vma=True`` wants.
-
-        Inside ``shard_map`` an input varies over every mesh axis that shards it (the ring axis, and a
-        batch axis when there is one); a fresh zero does not, and loop carries must match exactly.
-        """
-        if self.axis_name is None:
-            return tree
-        axes = _varying_axes(like) or (self.axis_name,)
-        return jax.tree.map(lambda x: lax.pcast(x, axes, to="varying"), tree)
-
-
-def _varying_axes(x) -> tuple[str, ...]:
-    """Mesh axes over which ``x`` varies inside ``shard_map`` (the attribute moved between JAX versions)."""
-    aval = jax.typeof(x)
-    manual = getattr(aval, "manual_axis_type", None)
-    axes = manual.varying if manual is not None else getattr(aval, "vma", ())
-    return tuple(sorted(axes))
-
-
-def _grouped(q, kv_heads):
-    """[b, s, hq, d] -> [b, s, hkv, g, d]: query heads grouped by their K/V head (a free reshape)."""
-    batch, seq, q_heads, head_dim = q.shape
-    return q.reshape(batch, seq, kv_heads, q_heads // kv_heads, head_dim)
-
-
-def _seq_major(x, shape):
-    """Heads-major [b, hkv, g, s, d] accumulator -> [b, s, hq, d]."""
-    return jnp.moveaxis(x, 3, 1).reshape(shape)
+        """Gives loop carries created here the device-varying type of ``like`` (see :func:`match_varying`)."""
+        return tree if self.axis_name is None else match_varying(tree, like)
 
 
 def _ring_forward(cfg: _Ring, q, k, v, segment_ids):
-    """Returns the output [b, s, hq, d] and lse [b, hkv, g, s] of the local query block
-    (lse [b, hq, s] with impl="pallas")."""
-    if cfg.impl == "pallas":
-        return _pallas_forward(cfg, q, k, v, segment_ids)
-    batch, block, q_heads, head_dim = q.shape
+    """Returns the output [b, s, hq, d] and the step's log-sum-exp of the local query block."""
+    step, block = cfg.step, q.shape[1]
     n, me = cfg.size(), cfg.index()
-    qg = _grouped(q, k.shape[2])
     q_pos = cfg.positions(me, block)
-    fold = functools.partial(kernel.block_forward, causal=cfg.causal, q_chunk=cfg.q_chunk, k_chunk=cfg.k_chunk,
-                             scale=1.0 / math.sqrt(head_dim), float32_logits=cfg.float32_logits)
+    if n == 1:  # a ring of one: one block step, no loop and no merge
+        return step.result(step.forward(None, q, k, v, q_pos, q_pos, segment_ids, segment_ids), q)
 
-    def step(i, carry):
-        state, kv = carry
+    def body(i, carry):
+        acc, kv = carry
         incoming = cfg.shift(kv)  # issued before the compute that does not depend on it
         k_blk, v_blk, seg_blk = kv
         k_pos = cfg.positions((me - i) % n, block)
-        state = lax.cond(kernel.block_may_attend(q_pos, k_pos, cfg.causal),
-                         lambda s: fold(s, qg, k_blk, v_blk, q_pos, k_pos, segment_ids, seg_blk),
-                         lambda s: s, state)
-        return state, incoming
+        acc = lax.cond(kernel.block_may_attend(q_pos, k_pos, cfg.causal),
+                       lambda a: step.forward(a, q, k_blk, v_blk, q_pos, k_pos, segment_ids, seg_blk),
+                       lambda a: a, acc)
+        return acc, incoming
 
     # n steps and n hops: the last hop (the blocks going home) is spare, but it keeps the loop uniform,
-    # so XLA compiles one copy of the kernel and the same steady-state memory for every ring size.
-    state, _ = lax.fori_loop(0, n, step, (cfg.varying_like(kernel.init_state(qg), q), (k, v, segment_ids)))
-    out, lse = kernel.finalize(state, q.dtype)
-    return _seq_major(out, q.shape), lse
+    # so XLA compiles one copy of the step and the same steady-state memory for every ring size.
+    init = cfg.varying_like(step.forward_init(q, k.shape[2]), q)
+    acc, _ = lax.fori_loop(0, n, body, (init, (k, v, segment_ids)))
+    return step.result(acc, q)
 
 
 def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
     """Returns dq, dk, dv of the local blocks, in the inputs' dtypes."""
-    if cfg.impl == "pallas":
-        return _pallas_backward(cfg, q, k, v, segment_ids, out, lse, dout)
-    batch, block, q_heads, head_dim = q.shape
-    kv_heads = k.shape[2]
+    step, block = cfg.step, q.shape[1]
     n, me = cfg.size(), cfg.index()
-    qg, dog = _grouped(q, kv_heads), _grouped(dout, kv_heads)
-    # rowsum(do * out), heads-major [b, h, g, s] like the saved lse.
-    delta = jnp.moveaxis(jnp.sum(dog.astype(jnp.float32) * _grouped(out, kv_heads).astype(jnp.float32), -1), 1, 3)
     q_pos = cfg.positions(me, block)
-    add = functools.partial(kernel.block_backward, causal=cfg.causal, q_chunk=cfg.q_chunk, k_chunk=cfg.k_chunk,
-                            scale=1.0 / math.sqrt(head_dim))
+    stats = step.stats(q, out, lse, dout, k.shape[2])  # global statistics, computed once
+    if n == 1:
+        grads = step.backward(None, q, k, v, dout, stats, q_pos, q_pos, segment_ids, segment_ids)
+        return step.grads_result(grads, q, k, v)
 
-    def step(i, carry):
+    def body(i, carry):
         dq, kv, dkv = carry
         incoming_kv = cfg.shift(kv)
         k_blk, v_blk, seg_blk = kv
         k_pos = cfg.positions((me - i) % n, block)
         dq, dk, dv = lax.cond(
             kernel.block_may_attend(q_pos, k_pos, cfg.causal),
-            lambda g: add(g, qg, k_blk, v_blk, dog, lse, delta, q_pos, k_pos, segment_ids, seg_blk),
+            lambda g: step.backward(g, q, k_blk, v_blk, dout, stats, q_pos, k_pos, segment_ids, seg_blk),
             lambda g: g, (dq, *dkv))
         return dq, incoming_kv, cfg.shift((dk, dv))
 
     # After n hops every dk/dv accumulator is back on the device that owns its K/V block.
-    kv_shape = (batch, kv_heads, block, head_dim)  # heads-major float32 accumulators
-    zeros = cfg.varying_like((kernel.init_state(qg).o, jnp.zeros(kv_shape, jnp.float32),
-                              jnp.zeros(kv_shape, jnp.float32)), q)
-    dq, _, (dk, dv) = lax.fori_loop(0, n, step, (zeros[0], (k, v, segment_ids), zeros[1:]))
-    return (_seq_major(dq, q.shape).astype(q.dtype), jnp.moveaxis(dk, 2, 1).astype(k.dtype),
-            jnp.moveaxis(dv, 2, 1).astype(v.dtype))
-
-
-def _pallas_step(cfg: _Ring, head_dim: int):
-    from ring import pallas_kernel
-
-    static = dict(causal=cfg.causal, scale=1.0 / math.sqrt(head_dim), tiles=cfg.tiles, interpret=cfg.interpret)
-    return (functools.partial(pallas_kernel.forward, **static), functools.partial(pallas_kernel.backward, **static),
-            pallas_kernel.merge)
-
-
-def _pallas_forward(cfg: _Ring, q, k, v, segment_ids):
-    """The ring loop of :func:`_ring_forward` with the fused kernel as the step: (out, lse [b, hq, s])."""
-    batch, block, q_heads, head_dim = q.shape
-    n, me = cfg.size(), cfg.index()
-    q_pos = cfg.positions(me, block)
-    forward, _, merge = _pallas_step(cfg, head_dim)
-    if n == 1:
-        return forward(q, k, v, q_pos, q_pos, segment_ids, segment_ids)
-
-    def step(i, carry):
-        state, kv = carry
-        incoming = cfg.shift(kv)
-        k_blk, v_blk, seg_blk = kv
-        k_pos = cfg.positions((me - i) % n, block)
-        state = lax.cond(kernel.block_may_attend(q_pos, k_pos, cfg.causal),
-                         lambda s: merge(*s, *forward(q, k_blk, v_blk, q_pos, k_pos, segment_ids, seg_blk,
-                                                      out_dtype=jnp.float32)),
-                         lambda s: s, state)
-        return state, incoming
-
-    empty = (jnp.zeros(q.shape, jnp.float32), jnp.full((batch, q_heads, block), -jnp.inf, jnp.float32))
-    (out, lse), _ = lax.fori_loop(0, n, step, (cfg.varying_like(empty, q), (k, v, segment_ids)))
-    return out.astype(q.dtype), lse
-
-
-def _pallas_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
-    """The ring loop of :func:`_ring_backward` with the fused kernels as the step."""
-    batch, block, q_heads, head_dim = q.shape
-    n, me = cfg.size(), cfg.index()
-    q_pos = cfg.positions(me, block)
-    _, backward, _ = _pallas_step(cfg, head_dim)
-    # Global statistics, computed once: rowsum(do * out) heads-major like lse, and a finite lse for rows
-    # that no key attends to (every probability of such a row is masked to 0 in the kernels).
-    delta = jnp.moveaxis(jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), -1), 1, 2)
-    lse = jnp.where(jnp.isneginf(lse), 0.0, lse)
-    if n == 1:
-        return backward(q, k, v, dout, lse, delta, q_pos, q_pos, segment_ids, segment_ids,
-                        dq_dtype=q.dtype, dkv_dtype=k.dtype)
-
-    def step(i, carry):
-        dq, kv, dkv = carry
-        incoming_kv = cfg.shift(kv)
-        k_blk, v_blk, seg_blk = kv
-        k_pos = cfg.positions((me - i) % n, block)
-
-        def add(grads):
-            parts = backward(q, k_blk, v_blk, dout, lse, delta, q_pos, k_pos, segment_ids, seg_blk)
-            return tuple(g + p for g, p in zip(grads, parts))
-
-        dq, dk, dv = lax.cond(kernel.block_may_attend(q_pos, k_pos, cfg.causal), add, lambda g: g, (dq, *dkv))
-        return dq, incoming_kv, cfg.shift((dk, dv))
-
-    zeros = cfg.varying_like(tuple(jnp.zeros(x.shape, jnp.float32) for x in (q, k, v)), q)
-    dq, _, (dk, dv) = lax.fori_loop(0, n, step, (zeros[0], (k, v, segment_ids), zeros[1:]))
-    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+    dq, dk, dv = cfg.varying_like(step.grads_init(q, k), q)
+    dq, _, (dk, dv) = lax.fori_loop(0, n, body, (dq, (k, v, segment_ids), (dk, dv)))
+    return step.grads_result((dq, dk, dv), q, k, v)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -299,7 +192,7 @@ def _make_config(q, k, v, segment_ids, axis_name, causal, layout, query_chunk_si
     q_chunk, k_chunk = min(query_chunk_size, block), min(key_chunk_size, block)
     check_chunk("query_chunk_size", q_chunk, block)
     check_chunk("key_chunk_size", k_chunk, block)
-    cfg = _Ring(axis_name, bool(causal), layout, q_chunk, k_chunk, bool(float32_logits))
+    cfg = _Ring(axis_name, bool(causal), layout, XlaStep(bool(causal), q_chunk, k_chunk, bool(float32_logits)))
     gpu = jax.default_backend() == "gpu"
     if impl == "xla" or (impl is None and not gpu):
         return cfg
@@ -311,4 +204,4 @@ def _make_config(q, k, v, segment_ids, axis_name, causal, layout, query_chunk_si
         if impl is None:  # the default falls back to the XLA step where the kernel cannot run
             return cfg
         raise ValueError(f"impl='pallas': {unsupported}")
-    return dataclasses.replace(cfg, impl="pallas", tiles=tiles, interpret=not gpu)
+    return dataclasses.replace(cfg, step=PallasStep(bool(causal), tiles, interpret=not gpu))

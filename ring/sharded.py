@@ -1,25 +1,69 @@
-"""Global-array entry point: ring attention over a mesh axis, wrapped in ``jax.shard_map``."""
+"""Global-array entry points: ring attention over a mesh axis, and layout changes, wrapped in ``jax.shard_map``.
+
+Everything that moves tokens between devices happens inside the ``shard_map``, with collectives of one
+block at a time (:func:`ring.layouts.to_layout_local`), so that per-device memory stays O(block) whatever
+the layout; XLA's sharding propagation is never asked to permute a sharded sequence.
+
+Heads can be sharded too (tensor parallelism): with ``head_axis``, every device of that mesh axis
+computes its share of the query heads, and only the K/V heads those need.
+"""
 
 from __future__ import annotations
 
 import functools
 
 import jax
+from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
 from ring.checks import check_attention_inputs, check_impl
-from ring.layouts import check_divisible, from_layout, to_layout
+from ring.layouts import check_divisible, from_layout, local_relayout_supported, to_layout, to_layout_local
 from ring.ring_attention import ring_attention
+
+
+def _axis_size(mesh: Mesh, name: str, argument: str) -> int:
+    if name not in mesh.shape:
+        raise ValueError(f"{argument} {name!r} is not an axis of the mesh {dict(mesh.shape)}")
+    return mesh.shape[name]
+
+
+def batch_spec(mesh: Mesh, batch_axis, batch: int):
+    """The PartitionSpec entry of a batch split over ``batch_axis`` (a name, a tuple of names or None)."""
+    axes = () if batch_axis is None else (batch_axis if isinstance(batch_axis, tuple) else (batch_axis,))
+    shards = 1
+    for name in axes:
+        shards *= _axis_size(mesh, name, "batch_axis")
+    if batch % shards:
+        raise ValueError(f"batch={batch} must be divisible by the {shards} devices of {axes}")
+    return (axes if len(axes) != 1 else axes[0]) or None
+
+
+def _head_plan(mesh: Mesh, head_axis, q_heads: int, kv_heads: int):
+    """(q head spec, K/V head spec, pick one K/V head per device?) for heads split over ``head_axis``."""
+    if head_axis is None or _axis_size(mesh, head_axis, "head_axis") == 1:
+        return None, None, False
+    size = mesh.shape[head_axis]
+    if q_heads % size:
+        raise ValueError(f"q_heads={q_heads} must be divisible by the {size} devices of head_axis={head_axis!r}")
+    if kv_heads % size == 0:
+        return head_axis, head_axis, False
+    # Fewer K/V heads than devices (grouped-query attention): K/V stay whole, each device picks the one
+    # K/V head of its query heads, which needs every device's query heads inside one group.
+    local, groups = q_heads // size, q_heads // kv_heads
+    if groups % local:
+        raise ValueError(f"head_axis={head_axis!r}: {size} devices split q_heads={q_heads} so that a device's "
+                         f"query heads span several of the kv_heads={kv_heads} groups")
+    return head_axis, None, True
 
 
 def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=None, causal: bool = True,
                       layout: str = "zigzag", segment_ids=None, query_chunk_size: int = 512,
                       key_chunk_size: int = 512, float32_logits: bool = True, natural_order: bool = True,
-                      impl: str | None = None):
+                      impl: str | None = None, head_axis: str | None = None):
     """Exact attention on global arrays whose sequence is sharded over ``mesh.shape[axis_name]`` devices.
 
-    Jit-able and differentiable. Heads and head_dim stay whole on every device; the batch is split over
-    ``batch_axis`` (a mesh axis name or tuple of names) when given, otherwise replicated.
+    Jit-able and differentiable. The batch is split over ``batch_axis`` (a mesh axis name or tuple of
+    names) when given, otherwise replicated; heads over ``head_axis`` when given, otherwise whole.
 
     Args:
       q: [batch, seq, q_heads, head_dim]; k, v: [batch, seq, kv_heads, head_dim].
@@ -27,50 +71,78 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
       batch_axis: mesh axis (or axes) that shards the batch, or None.
       causal, layout, segment_ids, query_chunk_size, key_chunk_size, float32_logits: as in
         :func:`ring.ring_attention`.
-      natural_order: inputs and output are in natural token order, and this function permutes them into
-        ``layout`` and back. Pass False when the caller already holds its tokens in the layout (a model
-        that permutes once at its input), which saves two permutations per call.
+      natural_order: inputs and output are in natural token order, and each device permutes its block into
+        ``layout`` and back inside the ``shard_map`` (O(block) memory). Pass False when the caller already
+        holds its tokens in the layout (a model that permutes once at its input).
       impl: "pallas", "xla" or None (default by backend), as in :func:`ring.ring_attention`.
+      head_axis: mesh axis that shards the query heads (tensor parallelism), or None. K/V heads are sharded
+        too when they divide by it; otherwise they stay whole and each device uses the one K/V head of its
+        query heads (q_heads / devices must then divide the group size q_heads / kv_heads).
 
     Returns:
       [batch, seq, q_heads, head_dim], in the same token order as the inputs.
     """
     check_attention_inputs(q, k, v, segment_ids)
     check_impl(impl)
-    if axis_name not in mesh.shape:
-        raise ValueError(f"axis_name={axis_name!r} is not an axis of the mesh {dict(mesh.shape)}")
-    n = mesh.shape[axis_name]
-    check_divisible(q.shape[1], n, layout)
-    batch_axes = () if batch_axis is None else (batch_axis if isinstance(batch_axis, tuple) else (batch_axis,))
-    batch_shards = 1
-    for name in batch_axes:
-        if name not in mesh.shape:
-            raise ValueError(f"batch_axis {name!r} is not an axis of the mesh {dict(mesh.shape)}")
-        batch_shards *= mesh.shape[name]
-    if q.shape[0] % batch_shards:
-        raise ValueError(f"batch={q.shape[0]} must be divisible by the {batch_shards} devices of {batch_axes}")
-
-    spec_b = batch_axes if len(batch_axes) != 1 else batch_axes[0]
-    spec_b = spec_b or None
-    qkv_spec, seg_spec = P(spec_b, axis_name, None, None), P(spec_b, axis_name)
+    n = _axis_size(mesh, axis_name, "axis_name")
+    seq = q.shape[1]
+    check_divisible(seq, n, layout)
+    spec_b = batch_spec(mesh, batch_axis, q.shape[0])
+    q_head_spec, kv_head_spec, pick_kv = _head_plan(mesh, head_axis, q.shape[2], k.shape[2])
+    q_spec, kv_spec = P(spec_b, axis_name, q_head_spec, None), P(spec_b, axis_name, kv_head_spec, None)
+    seg_spec = P(spec_b, axis_name)
+    permute = natural_order and n > 1  # on one device every layout is the identity: no copies
+    # Zigzag moves half blocks with collective permutes inside the shard_map; striped is left to XLA, whose
+    # all-to-all of the global arrays measured no dearer than the in-layout call (an all-to-all inside the
+    # shard_map kept one more block live).
+    local = permute and layout == "zigzag" and local_relayout_supported(seq, n, layout)
     kernel = functools.partial(
         ring_attention, axis_name=axis_name, causal=causal, layout=layout,
         query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size, float32_logits=float32_logits,
         impl=impl,
     )
+
+    def per_device(q, k, v, segment_ids=None):
+        relayout = functools.partial(to_layout_local, axis_name=axis_name, num_devices=n, layout=layout)
+        if local:
+            q, k, v = (relayout(x) for x in (q, k, v))
+            segment_ids = None if segment_ids is None else relayout(segment_ids)
+        if pick_kv:
+            head = lax.axis_index(head_axis) * q.shape[2] // groups  # q.shape[2]: this device's query heads
+            k, v = (lax.dynamic_slice_in_dim(x, head, 1, axis=2) for x in (k, v))
+        out = kernel(q, k, v, segment_ids=segment_ids)
+        return relayout(out, inverse=True) if local else out
+
+    groups = q.shape[2] // k.shape[2]
     # The Pallas interpreter (impl="pallas" off GPU) evaluates a kernel on device-varying blocks with
     # device-invariant grid indices, which shard_map's varying-axes check rejects; only then is it off.
     check_vma = not (impl == "pallas" and jax.default_backend() != "gpu")
-    if segment_ids is None:
-        run = jax.shard_map(lambda q, k, v: kernel(q, k, v), mesh=mesh,
-                            in_specs=(qkv_spec,) * 3, out_specs=qkv_spec, check_vma=check_vma)
-        args = (q, k, v)
-    else:
-        run = jax.shard_map(lambda q, k, v, s: kernel(q, k, v, segment_ids=s), mesh=mesh,
-                            in_specs=(qkv_spec,) * 3 + (seg_spec,), out_specs=qkv_spec, check_vma=check_vma)
-        args = (q, k, v, segment_ids)
-    permute = natural_order and n > 1  # on one device every layout is the identity: no copies
-    if permute:
+    args = (q, k, v) if segment_ids is None else (q, k, v, segment_ids)
+    in_specs = (q_spec, kv_spec, kv_spec, seg_spec)[:len(args)]
+    run = jax.shard_map(per_device, mesh=mesh, in_specs=in_specs, out_specs=q_spec, check_vma=check_vma)
+    if permute and not local:  # a striped block that does not divide by n: XLA permutes the global arrays
         args = tuple(to_layout(x, n, layout, axis=1) for x in args)
-    out = run(*args)
-    return from_layout(out, n, layout, axis=1) if permute else out
+        return from_layout(run(*args), n, layout, axis=1)
+    return run(*args)
+
+
+def sharded_to_layout(x, *, mesh: Mesh, layout: str, axis_name: str = "sp", batch_axis=None,
+                      inverse: bool = False):
+    """:func:`ring.to_layout` (``inverse``: :func:`ring.from_layout`) of a global array [batch, seq, ...]
+    sharded over ``axis_name`` along the sequence, done per device with O(block) memory.
+
+    The result keeps the input's sharding: batch over ``batch_axis``, sequence over ``axis_name``, the
+    other dimensions whole.
+    """
+    n = _axis_size(mesh, axis_name, "axis_name")
+    seq = x.shape[1]
+    check_divisible(seq, n, layout, name="x.shape[1]")
+    if n == 1:
+        return x
+    if not local_relayout_supported(seq, n, layout):
+        return (from_layout if inverse else to_layout)(x, n, layout, axis=1)
+    spec = P(batch_spec(mesh, batch_axis, x.shape[0]), axis_name)
+    run = jax.shard_map(
+        lambda x: to_layout_local(x, axis_name, n, layout, inverse=inverse), mesh=mesh, in_specs=spec,
+        out_specs=spec)
+    return run(x)

@@ -42,7 +42,7 @@ REMAT_POLICIES = {
 
 def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str = "sp", batch_axis=None,
                    layout: str = "zigzag", natural_order: bool = True, query_chunk_size: int = 512,
-                   key_chunk_size: int = 512, impl: str | None = None) -> AttentionFn:
+                   key_chunk_size: int = 512, impl: str | None = None, head_axis: str | None = None) -> AttentionFn:
     """An attention function ``fn(q, k, v, segment_ids)`` for :class:`Transformer`.
 
     Args:
@@ -50,6 +50,7 @@ def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str 
         over ``mesh`` axis ``axis_name``; the other arguments as in :func:`ring.sharded_attention`).
       impl: block compute of "blockwise" and "ring": "pallas", "xla" or None (pallas on GPU, else xla);
         checked but unused by "reference".
+      head_axis: "ring" only: the mesh axis that shards the heads (tensor parallelism), or None.
     """
     check_impl(impl)
     if kind == "reference":
@@ -64,7 +65,7 @@ def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str 
         return lambda q, k, v, segment_ids=None: sharded_attention(
             q, k, v, mesh=mesh, axis_name=axis_name, batch_axis=batch_axis, causal=causal, layout=layout,
             segment_ids=segment_ids, query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size,
-            natural_order=natural_order, impl=impl)
+            natural_order=natural_order, impl=impl, head_axis=head_axis)
     raise ValueError(f"attention kind={kind!r} is unknown; expected 'reference', 'blockwise' or 'ring'")
 
 
@@ -104,6 +105,7 @@ class FeedForward(nn.Module):
     chunk_size: int
     activation: str = "gelu"
     dtype: jnp.dtype = jnp.float32
+    seq_shards: int = 1  # devices sharing the sequence: chunks are cut within each device's block
 
     @nn.compact
     def __call__(self, x):
@@ -121,7 +123,7 @@ class FeedForward(nn.Module):
             h = act(x_chunk.astype(self.dtype) @ wi.astype(self.dtype) + bi.astype(self.dtype))
             return h @ wo.astype(self.dtype) + bo.astype(self.dtype)
 
-        return blockwise_feedforward(mlp, x, self.chunk_size)
+        return blockwise_feedforward(mlp, x, self.chunk_size, seq_shards=self.seq_shards)
 
 
 class TransformerBlock(nn.Module):
@@ -136,6 +138,7 @@ class TransformerBlock(nn.Module):
     activation: str = "gelu"
     dtype: jnp.dtype = jnp.float32
     cached_attention_fn: Callable = cached_attention
+    seq_shards: int = 1
 
     @nn.compact
     def __call__(self, x, segment_ids=None, cache=None, positions=None):
@@ -147,7 +150,8 @@ class TransformerBlock(nn.Module):
             attn, cache = attn
         x = x + attn
         h = nn.LayerNorm(dtype=self.dtype, name="mlp_norm")(x)
-        x = x + FeedForward(self.mlp_dim, self.ffn_chunk_size, self.activation, self.dtype, name="mlp")(h)
+        x = x + FeedForward(self.mlp_dim, self.ffn_chunk_size, self.activation, self.dtype, self.seq_shards,
+                            name="mlp")(h)
         return x if cache is None else (x, cache)
 
 
@@ -169,6 +173,8 @@ class Transformer(nn.Module):
         recomputes each layer in the backward pass.
       scan_layers: run the layers under ``nn.scan`` (one compiled layer, parameters with a leading
         layer axis) instead of unrolling them.
+      seq_shards: devices the sequence is sharded over in training (the ring's size), so that the
+        blockwise feed-forward cuts its chunks within each device's block (:func:`ring.blockwise_feedforward`).
     """
 
     num_layers: int
@@ -183,6 +189,7 @@ class Transformer(nn.Module):
     scan_layers: bool = False
     dtype: jnp.dtype = jnp.float32
     cached_attention_fn: Callable = cached_attention
+    seq_shards: int = 1
 
     @nn.compact
     def __call__(self, x, segment_ids=None, cache=None, positions=None):
@@ -199,7 +206,8 @@ class Transformer(nn.Module):
             raise ValueError(f"remat_policy={self.remat_policy!r} is unknown; expected one of {list(REMAT_POLICIES)}")
         block_args = dict(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim,
                           mlp_dim=self.mlp_dim, attention_fn=self.attention_fn, ffn_chunk_size=self.ffn_chunk_size,
-                          activation=self.activation, dtype=self.dtype, cached_attention_fn=self.cached_attention_fn)
+                          activation=self.activation, dtype=self.dtype, cached_attention_fn=self.cached_attention_fn,
+                          seq_shards=1 if cache is not None else self.seq_shards)
         policy = REMAT_POLICIES[self.remat_policy]
         decoding = cache is not None
         if self.scan_layers:

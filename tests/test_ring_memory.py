@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ring import make_mesh, reference_attention, sharded_attention
+from ring import LAYOUTS, make_mesh, reference_attention, sharded_attention
 
 HEADS, HEAD_DIM, CHUNK = 4, 64, 128
 
@@ -21,13 +21,13 @@ def _temp_bytes(fn, seq, mesh=None):
     return compiled.memory_analysis().temp_size_in_bytes
 
 
-def _ring_temp(num_devices, block, layout="zigzag"):
+def _ring_temp(num_devices, block, layout="zigzag", natural_order=False):
     mesh = make_mesh("sp=-1", jax.devices()[:num_devices])
 
-    # Tokens already in the ring layout, as a model holds them: this is the ring kernel's own memory.
+    # By default tokens already in the ring layout, as a model holds them: the ring kernel's own memory.
     def fn(q, k, v):
         return sharded_attention(q, k, v, mesh=mesh, layout=layout, query_chunk_size=CHUNK,
-                                 key_chunk_size=CHUNK, natural_order=False)
+                                 key_chunk_size=CHUNK, natural_order=natural_order)
 
     return _temp_bytes(fn, num_devices * block, mesh)
 
@@ -36,6 +36,16 @@ def _ring_temp(num_devices, block, layout="zigzag"):
 def test_ring_memory_flat_in_device_count(layout):
     two, eight = _ring_temp(2, 512, layout), _ring_temp(8, 512, layout)
     assert eight <= 1.1 * two, (two, eight)
+
+
+@pytest.mark.parametrize("num_devices", [2, 4, 8])
+def test_natural_order_costs_no_memory(num_devices):
+    # A caller in natural token order pays at most 10% over one that holds its tokens in the layout: the
+    # permutation moves one block per device, never the whole sequence.
+    for layout in LAYOUTS:
+        in_layout = _ring_temp(num_devices, 512, layout)
+        natural = _ring_temp(num_devices, 512, layout, natural_order=True)
+        assert natural <= 1.1 * in_layout, (layout, in_layout, natural)
 
 
 def test_ring_memory_linear_in_block():

@@ -227,12 +227,23 @@ def test_ring_attention_in_own_shard_map():
     assert _max_err(jax.jit(run)(q, k, v), expected) <= F32_OUT
 
 
+def _abstract_gpu_mesh(n):
+    """The project's mesh axes without devices, on an abstract Hopper card: what the Triton lowering
+    reads its target from when no GPU is attached (JAX 0.12 refuses to lower Triton otherwise)."""
+    from jax.sharding import AbstractDevice, AbstractMesh, AxisType
+
+    device = AbstractDevice(device_kind="NVIDIA H100", num_cores=132, platform="gpu")
+    return AbstractMesh((1, 1, 1, n), ("dp", "fsdp", "tp", "sp"), axis_types=(AxisType.Auto,) * 4,
+                        abstract_device=device)
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
 def test_kernels_lower_to_triton_for_gpu(monkeypatch, dtype):
     # Without a GPU the compiled path can still be lowered: exporting for CUDA runs the Pallas -> Triton
     # lowering (power-of-two tiles, supported primitives) of the forward and both backward kernels, here
     # through a ring of 4 (the step inside lax.cond and the ring loop) and a ring of one, under shard_map's
-    # varying-axes check (on only when the kernels are compiled).
+    # varying-axes check (on only when the kernels are compiled). The mesh is abstract, with a GPU as its
+    # device, so that the lowering has a target on any host.
     from jax import export
 
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
@@ -241,13 +252,14 @@ def test_kernels_lower_to_triton_for_gpu(monkeypatch, dtype):
     kv = jax.ShapeDtypeStruct((1, 512, 2, 128), dtype)
     seg = jax.ShapeDtypeStruct((1, 512), jnp.int32)
     for n in (1, 4):
-        mesh = _mesh(n)
+        mesh = _abstract_gpu_mesh(n)
 
         def train(q, k, v, seg, dout):
             out, vjp = jax.vjp(lambda q, k, v: sharded_attention(q, k, v, mesh=mesh, segment_ids=seg), q, k, v)
             return out, vjp(dout)
 
-        module = export.export(jax.jit(train), platforms=["cuda"], disabled_checks=checks)(q, kv, kv, seg, q)
+        with jax.sharding.use_abstract_mesh(mesh):
+            module = export.export(jax.jit(train), platforms=["cuda"], disabled_checks=checks)(q, kv, kv, seg, q)
         assert module.mlir_module().count("__gpu$xla.gpu.triton") == 3  # forward, dK/dV, dQ
 
 

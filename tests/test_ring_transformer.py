@@ -40,6 +40,29 @@ def test_blockwise_feedforward_matches_plain():
         blockwise_feedforward(lambda c: c, x, 0)
 
 
+def test_blockwise_feedforward_per_device_blocks_on_a_sharded_sequence():
+    # With seq_shards the loop takes one chunk of every device's block per step: same values and gradients,
+    # and XLA keeps every device on its own tokens (no buffer of the whole sequence on one device).
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    mesh = make_mesh("sp=-1")
+    w1, w2 = jax.random.normal(jax.random.key(0), (8, 32)), jax.random.normal(jax.random.key(1), (32, 8))
+    x = jax.device_put(jax.random.normal(jax.random.key(2), (1, 8 * 256, 8)), NamedSharding(mesh, P(None, "sp")))
+
+    def loss(shards):
+        return lambda w1, w2, x: jnp.sum(jnp.sin(blockwise_feedforward(
+            lambda c: jax.nn.gelu(c @ w1) @ w2, x, 48, seq_shards=shards)))  # 48 -> 32, a divisor of 256
+
+    plain = jax.grad(loss(1), argnums=(0, 1, 2))(w1, w2, x)
+    program = jax.jit(jax.grad(loss(8), argnums=(0, 1, 2)))
+    for got, want in zip(program(w1, w2, x), plain):
+        assert _rel_err(got, want) <= 1e-5
+    hlo = program.lower(w1, w2, x).compile().as_text()
+    assert "f32[1,2048," not in hlo and "f32[2048," not in hlo  # nothing sequence-long on a device
+    with pytest.raises(ValueError, match="seq_shards=3 must divide the sequence length 2048"):
+        blockwise_feedforward(lambda c: c, x, 16, seq_shards=3)
+
+
 def _model(kind, scan_layers=False, remat_policy="nothing_saveable", mesh=None):
     attention = make_attention(kind, mesh=mesh, query_chunk_size=8, key_chunk_size=4)
     return Transformer(num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64, attention_fn=attention,
