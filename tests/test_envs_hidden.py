@@ -196,3 +196,19 @@ def test_nav_array_batch_equals_a_batch_of_single_environments(action_repeat):
     for action in np.array(towards(goals[0]))[:, None].repeat(6, 1):
         step = pinned.step(action)
     assert pinned.returns[0] >= 10 and pinned.returns[-1] == 0 and step.done.all()
+
+
+def test_nav_through_the_gymnasium_adapter_draws_the_task_from_the_reset_seed():
+    env = envs.to_gymnasium(envs.make("point_nav_hidden", seed=0))
+    observation, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(observation, [0, 0])
+    np.testing.assert_array_equal(env.unwrapped.wrapped_dm_env.task_parameter,
+                                  envs.make("point_nav_hidden", seed=3).task_parameter)
+    assert env.action_space.shape == (2,) and env.observation_space.shape == (2,)
+    steps = 0
+    while True:
+        observation, reward, terminated, truncated, _ = env.step(np.ones(2, np.float32))
+        steps += 1
+        if terminated or truncated:
+            break
+    assert steps == 20 and truncated and not terminated
