@@ -69,6 +69,8 @@ def read_episodes(path: str | os.PathLike, *, format: Format = "auto", domain: s
     if domain is not None:
         if format not in ("auto", "exorl"):
             raise ValueError(f"domain, algo: only ExoRL data has them, but format={format!r}")
+        if not allow_empty:
+            exorl.buffer_dir(path, domain, algo)  # a missing level is named, with what exists instead
         format, path = "exorl", path / domain / algo
     if task is not None and format == "d4rl":
         raise ValueError(f"task: D4RL rewards cannot be relabelled, got task={task!r}")

@@ -101,6 +101,8 @@ def test_empty_and_missing_directories(tmp_path):
     assert datasets.read_episodes(tmp_path / "run", allow_empty=True) == []
     with pytest.raises(FileNotFoundError, match="nothing"):
         datasets.read_episodes(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match=r"unknown ExoRL algo 'proto'.*found \['run'\]"):
+        datasets.read_episodes(tmp_path.parent, domain=tmp_path.name, algo="proto")  # tmp_path holds run/ only
     with pytest.raises(ValueError, match="holds neither"):
         datasets.read_episodes(tmp_path / "run")
 
