@@ -1,7 +1,8 @@
 """Trajectories in the ExoRL, D4RL and Minari formats, normalisation, and multi-trajectory contexts.
 
 Plain NumPy throughout (no JAX). Readers: ``datasets.exorl``, ``datasets.d4rl``, ``datasets.minari``;
-each ``load`` returns :class:`Episodes`, a list of :class:`Trajectory`. Heavy imports (h5py, minari, the
+each ``load`` returns :class:`Episodes`, a list of :class:`Trajectory`; ``read_episodes`` reads any of them
+from a path (format detected or given). Heavy imports (h5py, minari, the
 simulator for reward relabelling) happen inside the functions that need them.
 """
 
@@ -9,6 +10,7 @@ from datasets import d4rl, exorl, minari
 from datasets.episodes import BadEpisodeError, Episodes
 from datasets.normalization import NormStats
 from datasets.prefetch import Prefetcher
+from datasets.read import read_episodes
 from datasets.sampler import ContextSampler, SamplerConfig, top_fraction
 from datasets.trajectory import Trajectory
 
@@ -23,5 +25,6 @@ __all__ = [
     "d4rl",
     "exorl",
     "minari",
+    "read_episodes",
     "top_fraction",
 ]

@@ -23,7 +23,8 @@ from datasets.atomic import atomic_path
 from datasets.episodes import Episodes, checked, collect
 from datasets.trajectory import Trajectory
 
-__all__ = ["load", "save", "normalized_score", "split_episodes", "REFERENCE_SCORES", "DEFAULT_TIME_LIMIT"]
+__all__ = ["load", "save", "normalized_score", "split_episodes", "episode_files", "append_episodes",
+           "truncate_episodes", "REFERENCE_SCORES", "DEFAULT_TIME_LIMIT"]
 
 DEFAULT_TIME_LIMIT = 1000
 # (random return, expert return) per environment family, from D4RL's infos.
@@ -180,6 +181,100 @@ def save(path: str | os.PathLike, trajectories, *, qpos_dim: int | None = None) 
                 except ValueError as error:
                     raise ValueError(f"cannot write {path}: trajectories disagree on {name} shape: {error}") from error
                 file.create_dataset(name, data=column, compression="gzip")
+
+
+def _file_first_index(path: Path) -> int | None:
+    """The first episode index of a collector file ``episodes_<first>.hdf5``; None for other names."""
+    parts = path.stem.split("_")
+    return int(parts[1]) if len(parts) == 2 and parts[0] == "episodes" and parts[1].isdigit() else None
+
+
+def episode_files(directory: str | os.PathLike) -> list[Path]:
+    """The ``.hdf5`` files of a directory in episode order.
+
+    Collector files ``episodes_<first>.hdf5`` are ordered by ``<first>`` and come before any other
+    ``.hdf5`` file, which are ordered by name.
+    """
+    files = list(Path(directory).glob("*.hdf5"))
+    return sorted(files, key=lambda p: (0, _file_first_index(p), "") if _file_first_index(p) is not None
+                  else (1, 0, p.name))
+
+
+def _chunk_path(directory: Path, first: int) -> Path:
+    return directory / f"episodes_{first:06d}.hdf5"
+
+
+def append_episodes(directory: str | os.PathLike, trajectories, first_index: int, per_file: int,
+                    qpos_dim: int | None) -> list[Path]:
+    """Append episodes ``first_index, first_index + 1, ...`` to a directory of D4RL files of ``per_file`` each.
+
+    Episode ``i`` lives in ``episodes_<f>.hdf5`` with ``f = i - i % per_file`` (six digits). D4RL files
+    have no append: each file that gains episodes is rewritten once, atomically, with its earlier
+    episodes and the new ones, so an interrupted call leaves every file either as it was or complete.
+
+    Args:
+        directory: the directory (created if missing).
+        trajectories: sequence of Trajectory, each ending with a terminal or a timeout.
+        first_index: the episode index of the first trajectory; the directory must hold exactly the
+            episodes before it in that file (``first_index % per_file`` of them).
+        per_file: episodes per file, at least 1.
+        qpos_dim: as for ``save`` (None writes no physics).
+
+    Returns:
+        The files written, in order.
+
+    Raises:
+        ValueError: naming the file when it does not hold the episodes the index says it should.
+    """
+    if per_file < 1 or first_index < 0:
+        raise ValueError(f"per_file must be positive and first_index non-negative, got {per_file}, {first_index}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    trajectories = list(trajectories)
+    written = []
+    offset = 0
+    while offset < len(trajectories):
+        index = first_index + offset
+        file_first = index - index % per_file
+        take = min(len(trajectories) - offset, file_first + per_file - index)
+        path = _chunk_path(directory, file_first)
+        earlier = list(load(path)) if path.exists() else []
+        if len(earlier) != index - file_first:
+            raise ValueError(f"{path}: holds {len(earlier)} episodes, expected {index - file_first} before "
+                             f"episode {index}")
+        save(path, earlier + trajectories[offset:offset + take], qpos_dim=qpos_dim)
+        written.append(path)
+        offset += take
+    return written
+
+
+def truncate_episodes(directory: str | os.PathLike, keep: int, per_file: int, qpos_dim: int | None) -> None:
+    """Keep only episodes ``0..keep-1`` of a directory written by ``append_episodes``.
+
+    Files that start at or after ``keep`` are removed; the file holding episode ``keep - 1`` is
+    rewritten (atomically) with its episodes before ``keep``.
+
+    Args:
+        directory: the directory of ``episodes_<first>.hdf5`` files.
+        keep: how many leading episodes to keep (0 removes them all).
+        per_file: episodes per file, as they were appended.
+        qpos_dim: as for ``save``, used for the rewritten file.
+    """
+    if per_file < 1 or keep < 0:
+        raise ValueError(f"per_file must be positive and keep non-negative, got {per_file}, {keep}")
+    directory = Path(directory)
+    for path in episode_files(directory):
+        first = _file_first_index(path)
+        if first is not None and first >= keep:
+            path.unlink()
+    if keep % per_file:
+        start = keep - keep % per_file
+        path = _chunk_path(directory, start)
+        episodes = list(load(path))
+        if len(episodes) < keep - start:
+            raise ValueError(f"{path}: holds {len(episodes)} episodes, fewer than the {keep - start} to keep")
+        if len(episodes) > keep - start:
+            save(path, episodes[:keep - start], qpos_dim=qpos_dim)
 
 
 def normalized_score(env_name: str, returns) -> np.ndarray | float:

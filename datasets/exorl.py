@@ -20,6 +20,11 @@ Trajectory field        file rows             meaning
 
 ``timeouts[-1]`` is set unless the last step is terminal: every file ends an episode (a time limit).
 
+Two optional keys carry a hidden-task family's bookkeeping: ``task`` float64 [task_dim] (the episode's
+``Trajectory.task``) and ``history`` int64 [] (``Trajectory.history``). They are written after the
+standard keys, because ExoRL's own loader takes an episode's length from its first key; that loader
+reads any keys, so these files still load there.
+
 Relabelling (``task=...``) follows ExoRL: every stored state ``physics[i]`` is set in the task's
 simulator and the task's reward read off it, ``reward[i] = r(physics[i])``, in one call
 ``envs.relabel_rewards(task, physics, action)`` per file (all T+1 rows). dm_control computes a step's
@@ -28,7 +33,8 @@ reward after stepping the simulator, from the state the action led to, and the s
 and the relabelled row 0 (the reset state) is dropped like the stored padding. Some rewards also charge
 the control (cartpole swingup's ``small_control``), which the state does not hold: by default the file's
 ``action[i]`` (the action that led to ``physics[i]``) is passed along so those rewards equal the online
-ones; ``relabel_with_actions=False`` relabels with zero control, as ExoRL's own script did.
+ones; ``relabel_with_actions=False`` relabels with zero control, as ExoRL's own script did. A hidden-task
+family (``task="point_nav_hidden"``) relabels each file for the task parameter stored in it.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ from datasets.atomic import atomic_path
 from datasets.episodes import BadEpisodeError, Episodes, checked, collect
 from datasets.trajectory import Trajectory
 
-__all__ = ["load", "save", "episode_files", "buffer_dir"]
+__all__ = ["load", "save", "episode_files", "buffer_dir", "parse_name"]
+_EXTRA_KEYS = ("task", "history")  # per-episode values, not [T+1] rows
 
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
 
@@ -123,7 +130,10 @@ def _column(path: Path, name: str, array: np.ndarray) -> np.ndarray:
 def _read_episode(path: Path, task: str | None, with_actions: bool) -> Trajectory:
     _, length = parse_name(path)
     keys = ("observation", "action", "discount") + (("physics",) if task else ("reward",))
-    arrays = _read_arrays(path, keys, optional=("physics",))
+    arrays = _read_arrays(path, keys, optional=("physics",) + _EXTRA_KEYS)
+    extra = {name: arrays.pop(name) for name in _EXTRA_KEYS if name in arrays}
+    if "history" in extra and extra["history"].size != 1:
+        raise BadEpisodeError(f"{path}: history has shape {extra['history'].shape}; expected one integer")
     rows = {name: array.shape[0] if array.ndim else 0 for name, array in arrays.items()}
     if len(set(rows.values())) != 1:
         raise BadEpisodeError(f"{path}: keys have different numbers of rows {rows}")
@@ -133,7 +143,8 @@ def _read_episode(path: Path, task: str | None, with_actions: bool) -> Trajector
     if length < 1:
         raise BadEpisodeError(f"{path}: an episode needs at least one step")
     if task:
-        rewards = _relabel(path, task, arrays["physics"], arrays["action"] if with_actions else None)
+        rewards = _relabel(path, task, arrays["physics"], arrays["action"] if with_actions else None,
+                           extra.get("task"))
     else:
         rewards = _column(path, "reward", arrays["reward"])
     terminals = _column(path, "discount", arrays["discount"])[1:] == 0
@@ -150,12 +161,23 @@ def _read_episode(path: Path, task: str | None, with_actions: bool) -> Trajector
         final_observation=arrays["observation"][-1],
         final_physics=None if physics is None else physics[-1],
         source=str(path),
+        task=extra.get("task"),
+        history=int(extra["history"].reshape(())) if "history" in extra else None,
     ))
 
 
-def _relabel(path: Path, task: str, physics: np.ndarray, actions: np.ndarray | None) -> np.ndarray:
+def _relabel(path: Path, task: str, physics: np.ndarray, actions: np.ndarray | None,
+             parameter: np.ndarray | None) -> np.ndarray:
     import envs  # lazily: the simulator is heavy and only needed here
 
+    try:
+        hidden = envs.task_spec(task).hidden
+    except ValueError as error:
+        raise ValueError(f"{path}: relabelling for task {task!r} failed: {error}") from error
+    if hidden and parameter is None:
+        raise BadEpisodeError(f"{path}: no 'task' key; relabelling for the hidden-task family {task!r} needs "
+                              "the task parameter each episode was collected under")
+    options = {"task": parameter} if hidden else {}
     if physics.ndim != 2:
         raise BadEpisodeError(f"{path}: physics has shape {physics.shape}; expected [T+1, state_dim]")
     if not np.isfinite(physics).all():
@@ -164,8 +186,8 @@ def _relabel(path: Path, task: str, physics: np.ndarray, actions: np.ndarray | N
         raise BadEpisodeError(f"{path}: action must be a finite [T+1, act_dim] array to relabel, "
                               f"got shape {actions.shape}")
     try:
-        rewards = envs.relabel_rewards(task, physics) if actions is None else envs.relabel_rewards(
-            task, physics, actions)
+        rewards = envs.relabel_rewards(task, physics, **options) if actions is None else envs.relabel_rewards(
+            task, physics, actions, **options)
     except (KeyError, ValueError) as error:
         raise ValueError(f"{path}: relabelling for task {task!r} failed: {error}") from error
     rewards = np.asarray(rewards, dtype=np.float32).reshape(-1)
@@ -193,7 +215,8 @@ def load(root: str | os.PathLike, domain: str, algo: str, *, task: str | None = 
 
     Returns:
         Episodes (a list of Trajectory) with ``observations`` [T, obs], ``actions`` [T, act],
-        ``rewards`` [T], ``physics`` [T, state] when stored, ``final_observation``, ``final_physics``.
+        ``rewards`` [T], ``physics`` [T, state] when stored, ``final_observation``, ``final_physics``,
+        and ``task`` / ``history`` when stored.
     """
     if task is not None and not task.startswith(f"{domain}_"):
         raise ValueError(f"task {task!r} is not a task of domain {domain!r} (expected {domain}_<name>)")
@@ -211,6 +234,7 @@ def save(root: str | os.PathLike, domain: str, algo: str, trajectories, *, first
     Every trajectory needs ``final_observation`` (the file's last observation row), and ``final_physics``
     when it has ``physics``. Row 0 gets a zero action, zero reward and discount 1, like ExoRL's reset
     step; ``discount[t+1]`` is 0 where ``terminals[t]``. Timeouts are implied (every file ends an episode).
+    A trajectory's ``task`` and ``history`` are written as the keys ``task`` and ``history`` when set.
 
     Args:
         root, domain, algo: as for ``load``; directories are created.
@@ -246,4 +270,9 @@ def _episode_arrays(trajectory: Trajectory, name: str) -> dict[str, np.ndarray]:
     }
     if trajectory.physics is not None:
         arrays["physics"] = np.concatenate([trajectory.physics, trajectory.final_physics[None]])
+    # After the standard keys: ExoRL's loader reads an episode's length off the first one.
+    if trajectory.task is not None:
+        arrays["task"] = np.asarray(trajectory.task, np.float64)
+    if trajectory.history is not None:
+        arrays["history"] = np.asarray(trajectory.history, np.int64)
     return arrays

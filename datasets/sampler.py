@@ -1,14 +1,19 @@
 """Chain-of-hindsight context sampler (Agentic Transformer; Decision Transformer and BC as special cases).
 
-One context: draw ``k`` distinct episodes of one task, sort them by ascending total return, relabel every
-episode's target return to the largest return among them, and lay them end to end (the chain). Each step
-then carries
+One context: draw ``k`` distinct episodes, sort them by ascending total return, relabel every episode's
+target return to the largest return among them, and lay them end to end (the chain). Each step then
+carries ``returns_to_go[t] = target - sum(rewards[:t])`` (the sum within the step's own episode; returns
+are summed in float64 left to right, as in ``Trajectory.cumulative_rewards``). The completion flag is not
+a batch key: it is derived once from ``returns_to_go <= 0`` where the model's inputs are built.
 
-- ``returns_to_go[t] = target - sum(rewards[:t])`` (the sum within the step's own episode);
-- ``completed[t]``: true from the first step whose cumulative return ``sum(rewards[:t+1])`` reaches the
-  target, to the end of that episode. The best episode is always completed at its last step; episodes
-  with a lower return never are. (Returns are summed in float64 left to right, as in
-  ``Trajectory.cumulative_rewards``, so the comparison is exact.)
+Which episodes may share a chain (``SamplerConfig.group_by``): ``"none"`` draws the k episodes from the
+whole dataset (one observable task). ``"task"`` draws each chain's k episodes from one task of a
+hidden-task family, grouped by the stored ``Trajectory.task`` parameter (equal vectors, one group);
+``"history"`` from one history (``Trajectory.history``: the episodes of one environment, one task).
+The group of each chain is drawn uniformly among the groups, so tasks mix across a batch and every task
+counts alike however many episodes it has. Every episode must carry the grouping field and every group
+at least k episodes (after ``filter_top_fraction``), else the sampler raises ``ValueError`` at
+construction.
 
 Batches are flat in time ("packed"): every context is a row of ``max_steps`` steps. When the chain is
 longer, a window of ``max_steps`` consecutive chain steps is kept: ``window="end"`` keeps the last steps
@@ -26,7 +31,6 @@ observations           float32  [B, S, obs_dim]     (0)
 actions                float32  [B, S, act_dim]     (0)
 rewards                float32  [B, S]              reward after the step's action (0)
 returns_to_go          float32  [B, S]              target minus reward collected before t (0)
-completed              bool     [B, S]              episode has reached the target (false)
 timesteps              int32    [B, S]              step index within its episode (0)
 trajectory_index       int32    [B, S]              position in the ascending chain, 0..k-1 (0)
 mask                   bool     [B, S]              a real step, not padding
@@ -41,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -63,6 +68,8 @@ class SamplerConfig:
         filter_top_fraction: keep only this fraction of episodes with the highest returns (at least one).
         seed: seed of the sampler's ``np.random.Generator``.
         prefetch: batches computed ahead in a background thread.
+        group_by: ``"none"``, ``"task"`` or ``"history"``: which episodes may share one chain (see the
+            module docstring).
     """
 
     num_trajectories: int = 4
@@ -74,6 +81,7 @@ class SamplerConfig:
     filter_top_fraction: float = 1.0
     seed: int = 0
     prefetch: int = 2
+    group_by: Literal["none", "task", "history"] = "none"
 
     def __post_init__(self):
         for name in ("num_trajectories", "max_steps", "batch_size", "prefetch"):
@@ -85,6 +93,8 @@ class SamplerConfig:
             raise ValueError(f"SamplerConfig.k_sampling must be 'fixed' or 'uniform', got {self.k_sampling!r}")
         if self.loss_on not in ("all", "last"):
             raise ValueError(f"SamplerConfig.loss_on must be 'all' or 'last', got {self.loss_on!r}")
+        if self.group_by not in ("none", "task", "history"):
+            raise ValueError(f"SamplerConfig.group_by must be 'none', 'task' or 'history', got {self.group_by!r}")
         if not 0.0 < self.filter_top_fraction <= 1.0:
             raise ValueError(f"SamplerConfig.filter_top_fraction must be in (0, 1], got {self.filter_top_fraction}")
 
@@ -100,7 +110,7 @@ def top_fraction(trajectories: Sequence[Trajectory], fraction: float) -> list[Tr
 
 
 class ContextSampler:
-    """Samples fixed-shape context batches from the episodes of one task.
+    """Samples fixed-shape context batches from the episodes of one task (or task family, see ``group_by``).
 
     Args:
         trajectories: the episodes (all with equal observation and action sizes).
@@ -121,6 +131,8 @@ class ContextSampler:
                              f"{config.filter_top_fraction})")
         self.returns = np.array([t.total_return for t in self.trajectories])
         self.observation_dim, self.action_dim = dims.pop()
+        self.groups = _groups(self.trajectories, config)
+
 
     def spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """``{key: (shape, dtype)}`` of every batch."""
@@ -130,7 +142,6 @@ class ContextSampler:
             "actions": ((b, s, self.action_dim), np.dtype(np.float32)),
             "rewards": ((b, s), np.dtype(np.float32)),
             "returns_to_go": ((b, s), np.dtype(np.float32)),
-            "completed": ((b, s), np.dtype(np.bool_)),
             "timesteps": ((b, s), np.dtype(np.int32)),
             "trajectory_index": ((b, s), np.dtype(np.int32)),
             "mask": ((b, s), np.dtype(np.bool_)),
@@ -158,11 +169,15 @@ class ContextSampler:
         return Prefetcher(lambda: next(iterator), self.config.prefetch)
 
     def chain(self, rng: np.random.Generator) -> list[int]:
-        """Indices into ``self.trajectories`` of k distinct episodes, ascending by return."""
+        """Indices into ``self.trajectories`` of k distinct episodes (of one group), ascending by return."""
         k = self.config.num_trajectories
         if self.config.k_sampling == "uniform":
             k = int(rng.integers(1, k + 1))
-        chosen = rng.choice(len(self.trajectories), size=k, replace=False)
+        if self.groups is None:
+            chosen = rng.choice(len(self.trajectories), size=k, replace=False)
+        else:
+            group = self.groups[int(rng.integers(len(self.groups)))]
+            chosen = group[rng.choice(len(group), size=k, replace=False)]
         return [int(i) for i in chosen[np.argsort(self.returns[chosen], kind="stable")]]
 
     def _fill_row(self, batch: dict[str, np.ndarray], row: int, rng: np.random.Generator) -> None:
@@ -203,8 +218,28 @@ class ContextSampler:
         batch["rewards"][row, out] = trajectory.rewards[a:b]
         before = cumulative[a - 1:b - 1] if a > 0 else np.concatenate([[0.0], cumulative[:b - 1]])
         batch["returns_to_go"][row, out] = target - before
-        reached = cumulative >= target
-        first_reached = int(np.argmax(reached)) if reached.any() else len(trajectory)
-        batch["completed"][row, out] = np.arange(a, b) >= first_reached
         batch["timesteps"][row, out] = np.arange(a, b, dtype=np.int32)
         batch["trajectory_index"][row, out] = position
+
+
+def _groups(trajectories: Sequence[Trajectory], config: SamplerConfig) -> list[np.ndarray] | None:
+    """Indices of the episodes of each group (in order of first appearance), or None without grouping."""
+    if config.group_by == "none":
+        return None
+    field = config.group_by
+    keys: dict = {}
+    for index, trajectory in enumerate(trajectories):
+        value = getattr(trajectory, field)
+        if value is None:
+            raise ValueError(f"SamplerConfig.group_by={field!r} needs every episode's {field}, but "
+                             f"{trajectory.source} has none (collect with a hidden-task family's data writer)")
+        key = value.tobytes() if field == "task" else value
+        keys.setdefault(key, []).append(index)
+    groups = [np.array(indices) for indices in keys.values()]
+    smallest = min(groups, key=len)
+    if config.num_trajectories > len(smallest):
+        example = trajectories[int(smallest[0])]
+        raise ValueError(f"SamplerConfig.num_trajectories={config.num_trajectories} exceeds the {len(smallest)} "
+                         f"episodes of {field} {getattr(example, field)!r} (after filter_top_fraction="
+                         f"{config.filter_top_fraction}); every {field} needs at least k episodes")
+    return groups

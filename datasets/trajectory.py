@@ -6,6 +6,10 @@ action was taken from. The observation reached after the last action is ``final_
 because D4RL files without ``next_observations`` do not have it). ``physics[t]`` is the simulator state at
 ``observations[t]`` and ``final_physics`` the state after the last action, so the reward of step ``t`` is a
 function of ``next_physics[t]`` (dm_control computes the reward after stepping the simulator).
+
+Episodes of a hidden-task family also carry ``task``, the task parameter they were collected under (a maze
+target, a navigation goal; for data tools such as relabelling and grouping chains by task, never an
+input of the agent), and ``history``, the index of the run of episodes on one environment they belong to.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ _FLOAT_FIELDS = {
     "physics": (np.float64, 2),
     "final_observation": (np.float32, 1),
     "final_physics": (np.float64, 1),
+    "task": (np.float64, 1),
 }
 _BOOL_FIELDS = ("terminals", "timeouts")
 
@@ -77,6 +82,9 @@ class Trajectory:
         final_observation: optional float32 [obs_dim], the observation after the last action.
         final_physics: optional float64 [state_dim], the state after the last action (needs ``physics``).
         source: where the episode came from (a file name), used in error messages.
+        task: optional float64 [task_dim], the hidden task's parameter the episode was collected under.
+        history: optional non-negative int, the history (one environment, one task, several episodes)
+            the episode belongs to.
     """
 
     observations: np.ndarray
@@ -88,9 +96,18 @@ class Trajectory:
     final_observation: np.ndarray | None = None
     final_physics: np.ndarray | None = None
     source: str = "<memory>"
+    task: np.ndarray | None = None
+    history: int | None = None
 
     def __post_init__(self):
         where = f"Trajectory from {self.source}"
+        if self.history is not None:
+            history = self.history
+            if isinstance(history, np.ndarray) and history.ndim == 0:
+                history = history.item()
+            if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 0:
+                raise ValueError(f"{where}: history must be None or a non-negative int, got {self.history!r}")
+            object.__setattr__(self, "history", int(history))
         values = {}
         for name, (dtype, ndim) in _FLOAT_FIELDS.items():
             value = getattr(self, name)

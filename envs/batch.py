@@ -10,7 +10,8 @@ Semantics (one episode per environment between resets):
   termination, 1 for a time-limit truncation) and `done` turns True.
 - `returns` and `lengths` accumulate per environment over the current episode.
 Environments are stepped one after another in this process: on few cores this beats a process pool
-(see experiments/bench_envs.py).
+(see experiments/bench_envs.py). The pure-NumPy point_nav tasks get `envs.point_nav.PointNavBatch`
+instead, the same interface and semantics computed on arrays (about 100x faster for 256 environments).
 """
 
 from __future__ import annotations
@@ -76,6 +77,19 @@ class BatchEnv:
     def action_spec(self):
         """The spec of one environment's action."""
         return self._envs[0].action_spec()
+
+    @property
+    def episode_length(self) -> int:
+        """Agent steps in an episode of environment 0 that is not terminated early (`TaskEnv`s only)."""
+        return self._envs[0].episode_length
+
+    @property
+    def task_parameters(self) -> np.ndarray | None:
+        """float64 [N, task_dim]: each environment's hidden task; None for tasks that are not hidden."""
+        params = [getattr(env, "task_parameter", None) for env in self._envs]
+        if any(p is None for p in params):
+            return None
+        return np.stack(params).astype(np.float64)
 
     @property
     def done(self) -> np.ndarray:
@@ -166,25 +180,48 @@ def env_seeds(seed: int, num_envs: int) -> list[int]:
     return [int(c.generate_state(1)[0] % (2**31)) for c in children]
 
 
-def make_batch(name: str, num_envs: int, *, seed: int, action_repeat: int = 1) -> BatchEnv:
+def make_batch(name: str, num_envs: int, *, seed: int, action_repeat: int = 1, tasks=None):
     """Builds `num_envs` environments of one task, seeded independently from `seed`.
 
     Args:
       name: a task from `envs.list_tasks()`.
       num_envs: number of environments, at least 1.
-      seed: non-negative integer; environment i gets `env_seeds(seed, num_envs)[i]`.
+      seed: non-negative integer; environment i gets `env_seeds(seed, num_envs)[i]` (for a
+        hidden-task family that seed also draws its task).
       action_repeat: as in `envs.make`.
+      tasks: hidden-task families only: float [num_envs, task_dim], environment i's task parameter
+        (e.g. rows of `envs.task_set(name)`), instead of drawing it from its seed.
 
     Returns:
-      A `BatchEnv`.
+      A `BatchEnv`, or for the point_nav tasks its array twin `envs.point_nav.PointNavBatch` (same
+      interface and semantics; `envs` are read-only views there).
 
     Raises:
-      ValueError: naming `num_envs` (or what `envs.make` rejects) when invalid.
+      ValueError: naming `num_envs`, `tasks` (or what `envs.make` rejects) when invalid.
     """
+    from envs import registry
     from envs.make import _check_seed, make
 
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs: expected a positive integer, got {num_envs!r}")
     _check_seed(seed)
+    spec = registry.task_spec(name)
+    if tasks is not None:
+        if not spec.hidden:
+            raise ValueError(f"tasks: {spec.name!r} is not a hidden-task family; it takes no task parameters")
+        tasks = np.asarray(tasks, dtype=np.float64)
+        if tasks.shape != (num_envs, spec.task_dim):
+            raise ValueError(f"tasks: expected shape {(num_envs, spec.task_dim)}, got {tasks.shape}")
     seeds = env_seeds(int(seed), int(num_envs))
-    return BatchEnv([make(name, seed=s, action_repeat=action_repeat) for s in seeds])
+    if spec.kind == registry.NUMPY:
+        from envs import point_nav
+
+        if not isinstance(action_repeat, (int, np.integer)) or action_repeat < 1:
+            raise ValueError(f"action_repeat: must be a positive integer, got {action_repeat!r}")
+        if tasks is None:
+            goals = np.stack([point_nav.draw_task(spec.task, s) for s in seeds])
+        else:
+            goals = np.stack([point_nav.check_goal(t) for t in tasks])
+        return point_nav.PointNavBatch(spec, goals, int(action_repeat))
+    return BatchEnv([make(name, seed=s, action_repeat=action_repeat, task=None if tasks is None else tasks[i])
+                     for i, s in enumerate(seeds)])

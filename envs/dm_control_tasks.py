@@ -39,12 +39,13 @@ def import_dm_control() -> None:
         ) from error
 
 
-def load(name: str, seed: int | np.random.RandomState | None):
+def load(name: str, seed: int | np.random.RandomState | None, task=None):
     """Returns the unwrapped dm_control environment of a dm_control-based task.
 
     Args:
       name: a dm_control-based task name, e.g. "walker_walk" or "jaco_reach_top_left".
-      seed: seed (or RandomState) of the task's randomness (initial states).
+      seed: seed (or RandomState) of the task's randomness (initial states; a hidden task too).
+      task: a hidden-task family's explicit task parameter (the maze target), or None.
 
     Returns:
       A `dm_control.rl.control.Environment`.
@@ -55,6 +56,8 @@ def load(name: str, seed: int | np.random.RandomState | None):
     spec = registry.task_spec(name)
     if spec.kind != registry.DM_CONTROL:
         raise ValueError(f"name: {spec.name!r} is a gymnasium task, not a dm_control one")
+    if task is not None and not spec.hidden:
+        raise ValueError(f"task: {spec.name!r} is not a hidden-task family; it takes no task parameter")
     import_dm_control()
     if spec.domain == "cheetah" and spec.task == "run_backward":
         from envs import cheetah_backward
@@ -67,7 +70,7 @@ def load(name: str, seed: int | np.random.RandomState | None):
     if spec.domain == "point_mass_maze":
         from envs import point_mass_maze
 
-        return point_mass_maze.load(spec.task, seed)
+        return point_mass_maze.load(spec.task, seed, target=task)
     if spec.domain in _SUITE_DOMAINS:
         from dm_control import suite
 

@@ -34,6 +34,20 @@ class TaskEnv(wrappers.Wrapper):
         return self._action_repeat
 
     @property
+    def task_parameter(self) -> np.ndarray | None:
+        """float64 [task_dim]: the hidden task (maze target, navigation goal); None for other tasks.
+
+        For data tools only (collection, relabelling, grouping episodes by task): it is never part of
+        the observation.
+        """
+        if not self._spec.hidden:
+            return None
+        inner = self.unwrapped_env
+        if self._spec.kind == registry.DM_CONTROL:
+            return np.array(inner.task.target, dtype=np.float64)
+        return inner.task_parameter
+
+    @property
     def episode_length(self) -> int:
         """Agent steps in an episode that is not terminated early."""
         return -(-self._spec.episode_length // self._action_repeat)
@@ -41,13 +55,20 @@ class TaskEnv(wrappers.Wrapper):
     def reseed(self, seed: int) -> None:
         """Restarts the task's randomness from `seed`; takes effect at the next `reset`.
 
+        A hidden task is redrawn from `seed` too, as `make(name, seed=seed)` would draw it, unless it
+        was given explicitly to `make`.
+
         Args:
           seed: a non-negative integer.
         """
         _check_seed(seed)
         inner = self.unwrapped_env
         if self._spec.kind == registry.DM_CONTROL:
-            inner.task.random.seed(seed)
+            reseed = getattr(inner.task, "reseed", None)
+            if reseed is not None:  # a hidden-task family also redraws its task
+                reseed(int(seed))
+            else:
+                inner.task.random.seed(seed)
         else:
             inner.reseed(seed)
 
@@ -57,7 +78,7 @@ def _check_seed(seed) -> None:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
 
 
-def make(name: str, *, seed: int, action_repeat: int = 1) -> TaskEnv:
+def make(name: str, *, seed: int, action_repeat: int = 1, task=None) -> TaskEnv:
     """Builds the environment of a task.
 
     Observations are one float32 vector (a dm_control observation dict concatenated in its key
@@ -65,25 +86,36 @@ def make(name: str, *, seed: int, action_repeat: int = 1) -> TaskEnv:
     discounts are float32. dm_control tasks never terminate (only time limits: discount 1 at the
     end); gymnasium tasks end with discount 0 when terminated and 1 when truncated.
 
+    A hidden-task family (`envs.task_spec(name).hidden`) draws its task from `seed` and keeps it for
+    every `reset`; `env.task_parameter` tells data tools which task it is, the observation never does.
+
     Args:
       name: a task from `envs.list_tasks()` (bare "hopper" means "hopper-v4").
       seed: non-negative integer; the same seed and actions give the same trajectory.
       action_repeat: each action is applied this many times; rewards are summed.
+      task: hidden-task families only: the task parameter (float [task_dim], e.g. one of
+        `envs.task_set(name)`) instead of drawing it from `seed`; it then survives `reseed`.
 
     Returns:
       A `TaskEnv` (a `dm_env.Environment`).
 
     Raises:
-      ValueError: naming `name`, `seed` or `action_repeat` when invalid.
+      ValueError: naming `name`, `seed`, `action_repeat` or `task` when invalid.
     """
     spec = registry.task_spec(name)
     _check_seed(seed)
     if not isinstance(action_repeat, (int, np.integer)) or action_repeat < 1:
         raise ValueError(f"action_repeat: must be a positive integer, got {action_repeat!r}")
+    if task is not None and not spec.hidden:
+        raise ValueError(f"task: {spec.name!r} is not a hidden-task family; it takes no task parameter")
     if spec.kind == registry.DM_CONTROL:
         from envs import dm_control_tasks
 
-        env = dm_control_tasks.load(spec.name, int(seed))
+        env = dm_control_tasks.load(spec.name, int(seed), task=task)
+    elif spec.kind == registry.NUMPY:
+        from envs import point_nav
+
+        env = point_nav.PointNav(spec.task, int(seed), task=task, episode_length=spec.episode_length)
     else:
         from envs import gymnasium_to_dm_env
 

@@ -16,6 +16,7 @@ from typing import Literal
 
 DM_CONTROL = "dm_control"
 GYMNASIUM = "gymnasium"
+NUMPY = "numpy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,24 +25,39 @@ class TaskSpec:
 
     Attributes:
       name: canonical name (`walker_walk`, `hopper-v4`).
-      kind: "dm_control" (suite or the project's own dm_control tasks) or "gymnasium".
-      domain: dm_control domain (`walker`, `jaco`, `point_mass_maze`) or gymnasium id (`Hopper-v4`).
-      task: the dm_control task within the domain (`walk`, `reach_top_left`); "" for gymnasium.
+      kind: "dm_control" (suite or the project's own dm_control tasks), "gymnasium", or "numpy" (the
+        project's pure-NumPy tasks, `envs.point_nav`).
+      domain: dm_control or NumPy domain (`walker`, `point_mass_maze`, `point_nav`) or gymnasium id
+        (`Hopper-v4`).
+      task: the task within the domain (`walk`, `reach_top_left`, `hidden`); "" for gymnasium.
       obs_dim: length of the flat float32 observation.
       action_dim: length of the action, each entry in [-1, 1].
       physics_dim: length of the physics state (dm_control `physics.get_state()`; qpos+qvel for
         gymnasium).
       episode_length: steps in an episode that is not terminated early (action_repeat=1).
+      task_dim: length of the hidden task parameter (`env.task_parameter`); 0 for tasks whose
+        observation shows everything.
     """
 
     name: str
-    kind: Literal["dm_control", "gymnasium"]
+    kind: Literal["dm_control", "gymnasium", "numpy"]
     domain: str
     task: str
     obs_dim: int
     action_dim: int
     physics_dim: int
     episode_length: int
+    task_dim: int = 0
+
+    @property
+    def hidden(self) -> bool:
+        """Whether the task is drawn from the seed and hidden from the observation."""
+        return self.task_dim > 0
+
+    @property
+    def data_format(self) -> Literal["exorl", "d4rl"]:
+        """How collected episodes are written: ExoRL files (per-step physics states) or D4RL HDF5."""
+        return "d4rl" if self.kind == GYMNASIUM else "exorl"
 
 
 # (obs, action, physics) sizes from REFERENCE.md section 4.
@@ -64,9 +80,13 @@ _DMC_TASKS = {
         "reach_top_right",
         "reach_bottom_left",
         "reach_bottom_right",
+        "reach_hidden",
     ),
 }
 _DMC_EPISODE_LENGTH = {"jaco": 250}
+_DMC_TASK_DIM = {("point_mass_maze", "reach_hidden"): 2}
+# NumPy tasks: domain -> (tasks, obs, action, physics, episode length, task_dim); see envs/point_nav.py.
+_NUMPY_TASKS = {"point_nav": (("hidden", "hidden_heldout"), 2, 2, 2, 20, 2)}
 
 # D4RL name -> (gymnasium id stem, obs, action, physics = nq + nv).
 _GYM_TASKS = {
@@ -85,7 +105,12 @@ def _build_table() -> dict[str, TaskSpec]:
         length = _DMC_EPISODE_LENGTH.get(domain, 1000)
         for task in tasks:
             name = f"{domain}_{task}"
-            table[name] = TaskSpec(name, DM_CONTROL, domain, task, obs, act, phys, length)
+            table[name] = TaskSpec(name, DM_CONTROL, domain, task, obs, act, phys, length,
+                                   _DMC_TASK_DIM.get((domain, task), 0))
+    for domain, (tasks, obs, act, phys, length, task_dim) in _NUMPY_TASKS.items():
+        for task in tasks:
+            name = f"{domain}_{task}"
+            table[name] = TaskSpec(name, NUMPY, domain, task, obs, act, phys, length, task_dim)
     for short, (stem, obs, act, phys) in _GYM_TASKS.items():
         for version in GYM_VERSIONS:
             name = f"{short}-{version}"
@@ -98,7 +123,7 @@ _ALIASES = {short: f"{short}-{DEFAULT_GYM_VERSION}" for short in _GYM_TASKS}
 
 
 def list_tasks() -> list[str]:
-    """Returns the canonical names of every known task, dm_control-based first.
+    """Returns the canonical names of every known task, dm_control-based first, then NumPy, gymnasium.
 
     Returns:
       Names such as "walker_walk", "jaco_reach_top_left", "hopper-v4", "hopper-v5". The bare
@@ -144,3 +169,27 @@ def task_spec(name: str) -> TaskSpec:
       ValueError: naming `name` when the task is unknown.
     """
     return _TABLE[canonical_name(name)]
+
+
+def task_set(name: str):
+    """The task parameters a hidden-task family draws from (what a task-aware data source may know).
+
+    Args:
+      name: a hidden task's name (`task_spec(name).hidden`).
+
+    Returns:
+      float64 [num_tasks, task_dim]: the maze's four targets, or the split's goals for point_nav.
+
+    Raises:
+      ValueError: naming `name` when the task is unknown or not hidden.
+    """
+    spec = task_spec(name)
+    if not spec.hidden:
+        raise ValueError(f"name: {spec.name!r} is not a hidden-task family (its task_dim is 0)")
+    if spec.domain == "point_mass_maze":
+        from envs import point_mass_maze
+
+        return point_mass_maze.task_set()
+    from envs import point_nav
+
+    return point_nav.task_set(spec.task)

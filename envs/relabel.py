@@ -5,6 +5,10 @@ the same domain: set each state and ask the task for its reward. Some dm_control
 cartpole) also include a control cost read from `physics.data.ctrl`, which is not part of the state:
 pass the actions (the one that led to each state) to reproduce the online rewards exactly; without them
 the control is zero, as in ExoRL's own relabelling.
+
+Hidden-task families (`task_spec(name).hidden`) need the episode's task parameter (`task=`, what
+`env.task_parameter` gave when it was collected, e.g. a maze target): the reward is that task's. The
+pure-NumPy navigation tasks relabel from positions without a simulator.
 """
 
 from __future__ import annotations
@@ -21,16 +25,19 @@ def physics_state(env: Any) -> np.ndarray:
     """Returns a copy of the current physics state of an environment from `envs.make`.
 
     Args:
-      env: a dm_control-based environment (anything with `.physics`) or a gymnasium MuJoCo one
-        (anything with `.gym_env`).
+      env: a dm_control-based environment (anything with `.physics`), a gymnasium MuJoCo one
+        (anything with `.gym_env`) or a NumPy task (anything with `.get_physics_state()`).
 
     Returns:
       float64 [physics_dim]: `physics.get_state()` for dm_control (qpos, qvel, act);
-      qpos followed by qvel for gymnasium MuJoCo tasks.
+      qpos followed by qvel for gymnasium MuJoCo tasks; the position for point_nav.
 
     Raises:
-      ValueError: naming `env` when it has no MuJoCo simulator to read.
+      ValueError: naming `env` when it has no simulator state to read.
     """
+    get_state = getattr(env, "get_physics_state", None)
+    if callable(get_state):
+        return np.array(get_state(), dtype=np.float64)
     physics = getattr(env, "physics", None)
     if physics is not None:
         return np.array(physics.get_state(), dtype=np.float64)
@@ -42,10 +49,11 @@ def physics_state(env: Any) -> np.ndarray:
 
 
 class Relabeler:
-    """Recomputes a dm_control-based task's rewards from physics states; build once, call per episode.
+    """Recomputes a task's rewards from physics states; build once, call per episode.
 
     Args:
-      name: a dm_control-based task name (e.g. "walker_run", "jaco_reach_top_left").
+      name: a dm_control-based or NumPy task name (e.g. "walker_run", "point_mass_maze_reach_hidden",
+        "point_nav_hidden").
 
     Raises:
       ValueError: naming `name` when it is unknown or a gymnasium task (their rewards depend on the
@@ -54,14 +62,17 @@ class Relabeler:
 
     def __init__(self, name: str):
         spec = registry.task_spec(name)
-        if spec.kind != registry.DM_CONTROL:
+        if spec.kind == registry.GYMNASIUM:
             raise ValueError(
                 f"name: {spec.name!r} is a gymnasium task; its reward depends on the transition, "
                 "so it cannot be relabelled from physics states"
             )
+        self._spec = spec
+        if spec.kind == registry.NUMPY:
+            self._env = None
+            return
         from envs import dm_control_tasks, wrappers
 
-        self._spec = spec
         self._env = dm_control_tasks.load(spec.name, 0)
         # Agent actions live in [-1, 1]; map them exactly as the environment from envs.make does.
         self._to_ctrl = wrappers.RescaleActions(self._env).to_env_action
@@ -70,19 +81,21 @@ class Relabeler:
     def name(self) -> str:
         return self._spec.name
 
-    def __call__(self, physics_states, actions=None) -> np.ndarray:
+    def __call__(self, physics_states, actions=None, *, task=None) -> np.ndarray:
         """Rewards of the task at each physics state.
 
         Args:
           physics_states: float [T, physics_dim].
           actions: optional float [T, action_dim] in [-1, 1]; actions[t] is the action whose step
             ended in physics_states[t] (ExoRL's layout). Without it the control is zero.
+          task: hidden-task families only, and required there: the task parameter (float
+            [task_dim]) whose rewards to compute.
 
         Returns:
           float32 [T].
 
         Raises:
-          ValueError: naming `physics_states` or `actions` when their shapes are wrong.
+          ValueError: naming `physics_states`, `actions` or `task` when they are wrong.
         """
         states = np.asarray(physics_states, dtype=np.float64)
         dim = self._spec.physics_dim
@@ -93,6 +106,19 @@ class Relabeler:
             want = (states.shape[0], self._spec.action_dim)
             if actions.shape != want:
                 raise ValueError(f"actions: expected shape {list(want)}, got {list(actions.shape)}")
+        if self._spec.hidden:
+            task = np.asarray(task, dtype=np.float64) if task is not None else None
+            if task is None or task.shape != (self._spec.task_dim,) or not np.isfinite(task).all():
+                raise ValueError(f"task: {self._spec.name!r} is a hidden-task family; pass its finite task "
+                                 f"parameter of shape ({self._spec.task_dim},), got {task!r}")
+        elif task is not None:
+            raise ValueError(f"task: {self._spec.name!r} is not a hidden-task family; it takes no task parameter")
+        if self._env is None:
+            from envs import point_nav
+
+            return point_nav.rewards(states, task)
+        if self._spec.hidden:
+            self._env.task.set_target(task)
         physics, task = self._env.physics, self._env.task
         rewards = np.empty((states.shape[0],), np.float32)
         for t, state in enumerate(states):
@@ -110,15 +136,16 @@ def _cached_relabeler(name: str) -> Relabeler:
     return Relabeler(name)
 
 
-def relabel_rewards(name: str, physics_states, actions=None) -> np.ndarray:
+def relabel_rewards(name: str, physics_states, actions=None, *, task=None) -> np.ndarray:
     """Rewards of task `name` at each physics state, from a simulator kept per task (not thread-safe).
 
     Args:
-      name: a dm_control-based task name.
+      name: a dm_control-based or NumPy task name.
       physics_states: float [T, physics_dim].
       actions: optional float [T, action_dim] in [-1, 1], the actions that led to each state.
+      task: the task parameter, required for (and only for) hidden-task families.
 
     Returns:
       float32 [T].
     """
-    return _cached_relabeler(name)(physics_states, actions)
+    return _cached_relabeler(registry.canonical_name(name))(physics_states, actions, task=task)

@@ -120,7 +120,9 @@ class RescaleActions(Wrapper):
         if not (np.all(np.isfinite(self._low)) and np.all(np.isfinite(self._high))):
             raise ValueError("env: action bounds must be finite to rescale to [-1, 1]")
         self._inner_dtype = spec.dtype
-        self._spec = specs.BoundedArray(spec.shape, np.float32, -1.0, 1.0, name="action")
+        # Per-dimension bounds, as dm_control gives them: rng.uniform(minimum, maximum) has the action's shape.
+        self._spec = specs.BoundedArray(spec.shape, np.float32, np.full(spec.shape, -1.0, np.float32),
+                                        np.full(spec.shape, 1.0, np.float32), name="action")
 
     def to_env_action(self, action) -> np.ndarray:
         """Maps an agent action in [-1, 1] (clipped) to the wrapped environment's action range.

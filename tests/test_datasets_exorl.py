@@ -244,3 +244,46 @@ def test_loading_holds_about_one_copy(tmp_path):
         tracemalloc.stop()
     data = sum(t.observations.base.nbytes + t.actions.base.nbytes + t.physics.base.nbytes for t in loaded)
     assert peak < 1.5 * data, (peak, data)  # a concatenated copy would make it 2x
+
+
+def _exorl_replay_episode_len(path):
+    """ExoRL's own loader: every key by np.load, the length from the first key, minus the dummy row."""
+    with np.load(path) as archive:
+        episode = {key: archive[key] for key in archive.keys()}
+    return next(iter(episode.values())).shape[0] - 1, episode
+
+
+def test_task_and_history_round_trip_as_extra_keys(tmp_path):
+    trajectories = random_trajectories(4, [5, 3], obs_dim=2, act_dim=2, state_dim=2)
+    trajectories = [trajectories[0].replace(task=np.array([0.5, -0.25]), history=7), trajectories[1]]
+    paths = exorl.save(tmp_path, "point_nav", "searcher", trajectories)
+    length, episode = _exorl_replay_episode_len(paths[0])
+    assert length == 5  # the standard keys come first, with their standard shapes
+    assert list(episode)[:5] == ["observation", "action", "reward", "discount", "physics"]
+    assert episode["reward"].shape == (6, 1) and episode["discount"].shape == (6, 1)
+    np.testing.assert_array_equal(episode["task"], [0.5, -0.25])
+    assert episode["task"].dtype == np.float64 and episode["history"].shape == () and episode["history"] == 7
+    assert "task" not in _exorl_replay_episode_len(paths[1])[1]
+    first, second = exorl.load(tmp_path, "point_nav", "searcher")
+    np.testing.assert_array_equal(first.task, [0.5, -0.25])
+    assert first.history == 7 and second.task is None and second.history is None
+
+
+def test_hidden_family_relabels_each_file_for_its_own_stored_task(tmp_path):
+    import envs
+
+    goals = envs.task_set("point_nav_hidden")
+    positions = np.cumsum(np.full((20, 2), [0.0, 0.1]), axis=0)  # straight up: reaches the goal at (0, 1)
+    top = goals[np.argmax(goals[:, 1])]
+    episodes = []
+    for history, goal in enumerate([top, goals[0]]):
+        episodes.append(random_trajectories(0, [20], obs_dim=2, act_dim=2, state_dim=2)[0].replace(
+            physics=np.concatenate([[[0.0, 0.0]], positions[:-1]]), final_physics=positions[-1],
+            task=goal, history=history))
+    exorl.save(tmp_path, "point_nav", "demo", episodes)
+    reached, missed = exorl.load(tmp_path, "point_nav", "demo", task="point_nav_hidden")
+    np.testing.assert_array_equal(reached.rewards, envs.relabel_rewards("point_nav_hidden", positions, task=top))
+    assert reached.rewards.sum() > 0 and missed.rewards.sum() == 0
+    exorl.save(tmp_path, "point_nav", "untasked", [episodes[0].replace(task=None)])
+    with pytest.raises(BadEpisodeError, match="no 'task' key"):
+        exorl.load(tmp_path, "point_nav", "untasked", task="point_nav_hidden")

@@ -1,4 +1,4 @@
-"""Chain-of-hindsight context sampler: ordering, targets, returns-to-go, completion, windows, masks."""
+"""Chain-of-hindsight context sampler: ordering, targets, returns-to-go, windows, masks, grouping by task."""
 
 import threading
 
@@ -35,7 +35,6 @@ def test_hand_computed_chain_with_padding():
         np.testing.assert_array_equal(batch["timesteps"][row], [0, 1, 2, 0, 1, 2, 3, 0, 0, 0])
         np.testing.assert_array_equal(batch["trajectory_index"][row], [0, 0, 0, 1, 1, 1, 1, 0, 0, 0])
         np.testing.assert_array_equal(batch["returns_to_go"][row], [4, 3, 2, 4, 2, 0, 0, 0, 0, 0])
-        np.testing.assert_array_equal(batch["completed"][row], [0, 0, 0, 0, 1, 1, 1, 0, 0, 0])
         np.testing.assert_array_equal(batch["rewards"][row], [1, 1, 1, 2, 2, 0, 0, 0, 0, 0])
         np.testing.assert_array_equal(batch["mask"][row], [1] * 7 + [0] * 3)
         np.testing.assert_array_equal(batch["loss_mask"][row], batch["mask"][row])
@@ -47,7 +46,6 @@ def test_end_window_keeps_the_best_episode_whole():
     batch = _one(SamplerConfig(num_trajectories=2, max_steps=5, batch_size=1))
     np.testing.assert_array_equal(batch["timesteps"][0], [2, 0, 1, 2, 3])
     np.testing.assert_array_equal(batch["returns_to_go"][0], [2, 4, 2, 0, 0])
-    np.testing.assert_array_equal(batch["completed"][0], [0, 0, 1, 1, 1])
     assert batch["mask"].all() and batch["num_trajectories"][0] == 2
     batch = _one(SamplerConfig(num_trajectories=2, max_steps=4, batch_size=1))
     np.testing.assert_array_equal(batch["trajectory_index"][0], [1, 1, 1, 1])
@@ -79,14 +77,12 @@ def _check_batch(batch, pool, k, window):
         else:
             assert target >= np.float32(returns[chain_ids[-1]])
             target = next(r for r in returns.values() if np.float32(r) == target)
-        for i, t, rtg, done, reward in zip(ids, steps, batch["returns_to_go"][row, valid],
-                                           batch["completed"][row, valid], batch["rewards"][row, valid]):
+        for i, t, rtg, reward in zip(ids, steps, batch["returns_to_go"][row, valid], batch["rewards"][row, valid]):
             episode = pool[i]
             assert reward == episode.rewards[t]
             np.testing.assert_allclose(rtg, target - episode.rewards[:t].sum(dtype=np.float64),
                                        rtol=1e-5, atol=1e-4)
-            assert done == (episode.cumulative_rewards[: t + 1] >= target).any()
-        assert not batch["observations"][row, ~valid].any() and not batch["completed"][row, ~valid].any()
+        assert not batch["observations"][row, ~valid].any() and not batch["returns_to_go"][row, ~valid].any()
 
 
 def _pool(n=10, seed=3):
@@ -171,6 +167,7 @@ def test_top_fraction_filter():
     (dict(k_sampling="poisson"), "k_sampling"),
     (dict(filter_top_fraction=0.0), "filter_top_fraction"),
     (dict(prefetch=0), "prefetch"),
+    (dict(group_by="goal"), "group_by"),
 ])
 def test_config_errors(change, message):
     with pytest.raises(ValueError, match=f"SamplerConfig.{message}"):
@@ -205,3 +202,48 @@ def test_prefetcher_raises_producer_errors_and_stops():
     assert not any(t.name == "datasets-prefetch" and t.is_alive() for t in threading.enumerate())
     with pytest.raises(ValueError, match="at least 1"):
         Prefetcher(lambda: 0, size=0)
+
+
+def _tasked_pool(tasks=3, per_task=6, seed=0):
+    """Episodes whose first observation value names them and whose task is one of `tasks` goals."""
+    pool = _pool(n=tasks * per_task, seed=seed)
+    goals = np.random.default_rng(seed).normal(size=(tasks, 2))
+    return [t.replace(task=goals[i % tasks], history=i % tasks + 10 * (i // (tasks * 3))) for i, t in
+            enumerate(pool)], goals
+
+
+@pytest.mark.parametrize("group_by", ["task", "history"])
+def test_grouped_chains_hold_one_task_and_mix_tasks_across_the_batch(group_by):
+    pool, goals = _tasked_pool()
+    config = SamplerConfig(num_trajectories=3, max_steps=120, batch_size=48, group_by=group_by, seed=1)
+    sampler = ContextSampler(pool, config)
+    batch = sampler.sample_batch(np.random.default_rng(1))
+    assert "completed" not in batch and set(batch) == set(sampler.spec())
+    _check_batch(batch, pool, 3, "end")
+    seen = set()
+    for row in range(48):
+        valid = batch["mask"][row]
+        ids = set(batch["observations"][row, valid, 0].astype(int).tolist())
+        assert len(ids) == 3
+        values = {getattr(pool[i], group_by).tobytes() if group_by == "task" else pool[i].history for i in ids}
+        assert len(values) == 1  # every chain's episodes share one task (one history)
+        seen |= values
+    assert len(seen) == len(sampler.groups) == (3 if group_by == "task" else 6)  # tasks mix across the batch
+
+
+def test_ungrouped_chains_mix_tasks():
+    pool, _ = _tasked_pool()
+    batch = ContextSampler(pool, SamplerConfig(num_trajectories=3, max_steps=120, batch_size=48)).sample_batch(
+        np.random.default_rng(1))
+    mixed = [len({pool[i].task.tobytes() for i in batch["observations"][row, batch["mask"][row], 0].astype(int)})
+             for row in range(48)]
+    assert max(mixed) > 1
+
+
+def test_grouping_errors():
+    pool, _ = _tasked_pool(tasks=3, per_task=2)
+    with pytest.raises(ValueError, match="num_trajectories=3 exceeds the 2 episodes of task"):
+        ContextSampler(pool, SamplerConfig(num_trajectories=3, group_by="task"))
+    untasked = [pool[0].replace(task=None)] + pool[1:]
+    with pytest.raises(ValueError, match="group_by='task' needs every episode's task"):
+        ContextSampler(untasked, SamplerConfig(num_trajectories=1, group_by="task"))

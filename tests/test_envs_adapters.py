@@ -104,7 +104,7 @@ class FakeDmEnv(dm_env.Environment):
         return specs.Array((2,), np.float32)
 
     def action_spec(self):
-        return specs.BoundedArray((2,), np.float32, -1.0, 1.0)
+        return specs.BoundedArray((2,), np.float32, np.full(2, -1.0, np.float32), np.ones(2, np.float32))
 
 
 @pytest.mark.parametrize("final_discount, terminated", [(0.0, True), (1.0, False)])

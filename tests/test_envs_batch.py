@@ -34,7 +34,7 @@ class FakeEnv(dm_env.Environment):
         return specs.Array((2,), np.float32)
 
     def action_spec(self):
-        return specs.BoundedArray((1,), np.float32, -1, 1)
+        return specs.BoundedArray((1,), np.float32, np.full(1, -1, np.float32), np.ones(1, np.float32))
 
 
 def test_environments_that_finish_early_stop_and_report_done():

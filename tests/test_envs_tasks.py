@@ -43,9 +43,24 @@ def test_list_tasks_covers_the_issue():
     }
     exorl |= {f"{d}_reach_{v}_{h}" for d in ("jaco", "point_mass_maze")
               for v in ("top", "bottom") for h in ("left", "right")}
+    hidden = {"point_mass_maze_reach_hidden", "point_nav_hidden", "point_nav_hidden_heldout"}
     gym = {f"{n}-{v}" for n in ("halfcheetah", "hopper", "walker2d") for v in ("v4", "v5")}
-    assert set(envs.list_tasks()) == exorl | gym
-    assert len(envs.list_tasks()) == len(exorl) + len(gym)
+    assert set(envs.list_tasks()) == exorl | hidden | gym
+    assert len(envs.list_tasks()) == len(exorl) + len(hidden) + len(gym)
+
+
+@pytest.mark.parametrize("name", envs.list_tasks())
+def test_action_bounds_are_per_dimension(name):
+    """As dm_control gives them: minimum and maximum have the action's shape, so sampling in them does too."""
+    env = envs.make(name, seed=0)
+    spec = env.action_spec()
+    assert spec.minimum.shape == spec.maximum.shape == spec.shape == (envs.task_spec(name).action_dim,)
+    np.testing.assert_array_equal(spec.minimum, -1.0)
+    np.testing.assert_array_equal(spec.maximum, 1.0)
+    assert np.random.default_rng(0).uniform(spec.minimum, spec.maximum).shape == spec.shape
+    batch_spec = envs.make_batch(name, 2, seed=0).action_spec()
+    assert batch_spec.minimum.shape == batch_spec.shape
+    env.close()
 
 
 @pytest.mark.parametrize("name", DMC_TASKS)
