@@ -57,7 +57,9 @@ __all__ = ["SamplerConfig", "ContextSampler", "top_fraction"]
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-    """Attributes:
+    """How contexts are drawn. The random stream is the caller's (training: one per (train.seed, step)).
+
+    Attributes:
         num_trajectories: k, episodes per context (the most, with ``k_sampling="uniform"``).
         k_sampling: ``"fixed"`` draws k episodes for every context; ``"uniform"`` draws each context's
             k uniformly from 1..num_trajectories, so the model also trains on short chains.
@@ -66,7 +68,6 @@ class SamplerConfig:
         window: ``"end"`` or ``"random"``: which S steps of a longer chain to keep.
         loss_on: ``"all"`` trains every real step, ``"last"`` only the best (last) episode's steps.
         filter_top_fraction: keep only this fraction of episodes with the highest returns (at least one).
-        seed: seed of the sampler's ``np.random.Generator``.
         prefetch: batches computed ahead in a background thread.
         group_by: ``"none"``, ``"task"`` or ``"history"``: which episodes may share one chain (see the
             module docstring).
@@ -75,11 +76,10 @@ class SamplerConfig:
     num_trajectories: int = 4
     max_steps: int = 4000
     batch_size: int = 8
-    window: str = "end"
-    k_sampling: str = "fixed"
-    loss_on: str = "all"
+    window: Literal["end", "random"] = "end"
+    k_sampling: Literal["fixed", "uniform"] = "fixed"
+    loss_on: Literal["all", "last"] = "all"
     filter_top_fraction: float = 1.0
-    seed: int = 0
     prefetch: int = 2
     group_by: Literal["none", "task", "history"] = "none"
 
@@ -157,13 +157,13 @@ class ContextSampler:
             self._fill_row(batch, row, rng)
         return batch
 
-    def batches(self, seed: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-        """Endless batches from ``np.random.default_rng(seed)`` (default: ``config.seed``)."""
-        rng = np.random.default_rng(self.config.seed if seed is None else seed)
+    def batches(self, seed) -> Iterator[dict[str, np.ndarray]]:
+        """Endless batches from ``np.random.default_rng(seed)``."""
+        rng = np.random.default_rng(seed)
         while True:
             yield self.sample_batch(rng)
 
-    def prefetch(self, seed: int | None = None) -> Prefetcher[dict[str, np.ndarray]]:
+    def prefetch(self, seed) -> Prefetcher[dict[str, np.ndarray]]:
         """The same sequence as ``batches(seed)``, computed ``config.prefetch`` batches ahead in a thread."""
         iterator = self.batches(seed)
         return Prefetcher(lambda: next(iterator), self.config.prefetch)

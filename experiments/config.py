@@ -33,6 +33,10 @@ class DataConfig:
       max_episodes: read at most this many episodes.
       action_repeat: the action repeat the data was collected with; evaluation uses the same.
       download_hint: how to get the data (what to download and where), printed when root is missing.
+      make: hidden-task families: when root holds no data yet, write it first with this scripted
+        demonstrator ("none": never); the data the project generates itself, so a job needs no download.
+      histories: with make: histories written, one hidden task each.
+      episodes_per_history: with make: episodes in a history.
     """
 
     format: DataFormat = "exorl"
@@ -44,6 +48,9 @@ class DataConfig:
     max_episodes: int | None = None
     action_repeat: int = 4
     download_hint: str = ""
+    make: Literal["none", "searcher", "ad_eps", "oracle", "random"] = "none"
+    histories: int = 600
+    episodes_per_history: int = 12
 
     def __post_init__(self):
         if self.format not in ("exorl", "d4rl", "minari"):

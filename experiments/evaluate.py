@@ -53,14 +53,39 @@ class VideoRecorder:
             self._renderer = None
 
 
+SUCCESS_REWARD = 0.5  # hidden-task families: a trial succeeds when one step earns at least this
+
+
+class _Outcomes:
+    """A ``run_trials`` observer: each trial's largest step reward per environment (and the recorder's view)."""
+
+    def __init__(self, num_trials: int, num_envs: int, recorder=None):
+        self.best = np.zeros((num_trials, num_envs))
+        self.recorder, self.offset = recorder, 0
+
+    def begin(self, trial, batch_env) -> None:
+        if self.recorder is not None:
+            self.recorder.begin(trial + self.offset, batch_env)
+
+    def step(self, trial, batch_env, actions, rewards, active) -> None:
+        row = trial + self.offset
+        self.best[row] = np.where(active, np.maximum(self.best[row], rewards), self.best[row])
+        if self.recorder is not None:
+            self.recorder.step(row, batch_env, actions, rewards, active)
+
+
 def evaluate_params(config: ExperimentConfig, params, model, data: DataSummary, *, recorder=None) -> dict:
-    """Rolls the model out in ``config.eval.num_envs`` environments for ``config.num_trials`` trials."""
+    """Rolls the model out in ``config.eval.num_envs`` environments for ``config.num_trials`` trials.
+
+    Hidden-task families give every environment its own hidden task (drawn from its seed) and report the
+    success rate of every trial (a step reward of at least ``SUCCESS_REWARD``) beside the returns.
+    """
     import envs
     from agent.policy import InContextPolicy, run_trials
 
     ev = config.eval
     batch_env = envs.make_batch(config.data.task, ev.num_envs, seed=ev.seed, action_repeat=config.data.action_repeat)
-    episode_length = batch_env.envs[0].episode_length
+    episode_length = batch_env.episode_length
     target = data.max_return if ev.target_return is None else float(ev.target_return)
     trials = config.num_trials
 
@@ -69,16 +94,18 @@ def evaluate_params(config: ExperimentConfig, params, model, data: DataSummary, 
                                episode_length=episode_length, num_trials=num_trials, target_return=target,
                                window=ev.context_steps, sample=ev.sample, seed=ev.seed)
 
+    outcomes = _Outcomes(trials, ev.num_envs, recorder)
     if ev.reset_context_each_trial:  # one policy (one compilation); its context is emptied before each trial
         single = policy(1)
         rows = []
         for trial in range(trials):
             single.reset()
-            observer = recorder if trial == 0 else None
-            rows.append(run_trials(single, batch_env, 1, observer=observer))
+            outcomes.offset = trial
+            rows.append(run_trials(single, batch_env, 1, observer=outcomes))
         returns = np.concatenate(rows)
     else:
-        returns = run_trials(policy(trials), batch_env, trials, observer=recorder)
+        returns = run_trials(policy(trials), batch_env, trials, observer=outcomes)
+    hidden = envs.task_spec(config.data.task).hidden
     return {
         "task": config.data.task,
         "num_envs": ev.num_envs,
@@ -92,6 +119,7 @@ def evaluate_params(config: ExperimentConfig, params, model, data: DataSummary, 
         "normalized": _normalized(config.data.task, returns),
         "dataset_median_return": data.median_return,
         "dataset_max_return": data.max_return,
+        "per_trial_success_rate": (outcomes.best >= SUCCESS_REWARD).mean(axis=1).tolist() if hidden else None,
     }
 
 
@@ -143,8 +171,11 @@ def markdown_table(result: dict) -> str:
     lines = [f"Evaluation on {result['task']}: {result['num_envs']} environments x {result['num_trials']} trials, "
              f"target return {result['target_return']:.1f}", "",
              "| trial | mean return | std |", "|---|---|---|"]
+    success = result.get("per_trial_success_rate")
+    if success:
+        lines[-2:] = ["| trial | mean return | std | success rate |", "|---|---|---|---|"]
     for i, (mean, std) in enumerate(zip(result["per_trial_mean_return"], result["per_trial_std_return"])):
-        lines.append(f"| {i + 1} | {mean:.1f} | {std:.1f} |")
+        lines.append(f"| {i + 1} | {mean:.1f} | {std:.1f} |" + (f" {success[i]:.0%} |" if success else ""))
     lines += ["", "| summary | return |", "|---|---|",
               f"| last trial (mean over environments) | {result['last_trial_mean_return']:.1f} |",
               f"| best of n trials (mean over environments) | {result['best_of_n_mean_return']:.1f} |",
@@ -183,11 +214,14 @@ def summary_table(summary: dict) -> str:
     run = Path(summary["run_dir"])
     rows = [("final training loss", f"{summary['final_loss']:.4f}")]
     if ev:
-        per_trial = " -> ".join(f"{r:.0f}" for r in ev["per_trial_mean_return"])
+        precision = 2 if ev["dataset_max_return"] < 100 else 0
+        per_trial = " -> ".join(f"{r:.{precision}f}" for r in ev["per_trial_mean_return"])
         rows += [("return per trial (mean)", per_trial),
                  ("last trial mean return", f"{ev['last_trial_mean_return']:.1f}"),
                  ("best of n mean return", f"{ev['best_of_n_mean_return']:.1f}"),
                  ("dataset median / best return", f"{ev['dataset_median_return']:.1f} / {ev['dataset_max_return']:.1f}")]
+        if ev.get("per_trial_success_rate"):
+            rows.insert(2, ("success rate per trial", " -> ".join(f"{r:.0%}" for r in ev["per_trial_success_rate"])))
     rows += [("TensorBoard logs", summary["tensorboard"]), ("checkpoints", summary["checkpoints"]),
              ("evaluation", str(run / "eval.md")), ("plot", str(run / "eval.png"))]
     width = max(len(k) for k, _ in rows)

@@ -18,19 +18,32 @@ from experiments.config import DataConfig, ExperimentConfig
 
 def load_episodes(data: DataConfig):
     """The episodes named by ``data``; a missing source says what to download and where it goes."""
-    from datasets import d4rl, exorl, minari
+    import datasets
 
     root = Path(data.root).expanduser()
-    if data.format == "minari":
-        return minari.load(data.root)
-    if not root.exists():
+    if data.make != "none":
+        make_data(data)
+    if data.format != "minari" and not root.exists():
         hint = f" {data.download_hint}." if data.download_hint else ""
         raise FileNotFoundError(f"data path {root} does not exist.{hint}")
-    if data.format == "exorl":
-        return exorl.load(root, data.domain, data.algo, task=data.task if data.relabel else None,
-                          max_episodes=data.max_episodes)
-    episodes = d4rl.load(root)
-    return episodes[: data.max_episodes] if data.max_episodes else episodes
+    exorl = data.format == "exorl"
+    return datasets.read_episodes(root if data.format != "minari" else data.root, format=data.format,
+                                  domain=data.domain if exorl else None, algo=data.algo if exorl else None,
+                                  task=data.task if data.relabel else None, max_episodes=data.max_episodes)
+
+
+def make_data(data: DataConfig) -> None:
+    """Writes the histories ``data.make`` names under ``data.root`` unless they are there already (each file
+    atomically; a rerun completes an interrupted one; data made with other settings is refused)."""
+    from experiments.collection.demonstrators import write_dataset
+
+    if data.format != "exorl":
+        raise ValueError(f"data.make={data.make!r} writes ExoRL files; data.format is {data.format!r}")
+    import envs
+
+    train_task = envs.task_spec(data.task).name.replace("_heldout", "")  # data comes from the train tasks
+    write_dataset(Path(data.root).expanduser(), task=train_task, source=data.make, algo=data.algo,
+                  num_histories=data.histories, episodes_per_history=data.episodes_per_history)
 
 
 class BatchStream:

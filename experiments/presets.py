@@ -24,9 +24,11 @@ class Preset:
 
 def _tiny(config: ExperimentConfig) -> ExperimentConfig:
     """The laptop-sized sibling: a few steps of a tiny model on a short context."""
+    if config.data.make != "none":  # generated data: a few short histories of its own
+        config = config.replace(data={"root": f"{config.data.root}_tiny", "histories": 4, "episodes_per_history": 4})
     return config.replace(name=f"{config.name}_tiny",
                           sampler={"num_trajectories": 2, "max_steps": 512 if config.data.task.startswith("cartpole")
-                                   else 64, "batch_size": 2, "prefetch": 1},
+                                   else 64, "batch_size": 2, "prefetch": 1, "num_trajectories": 2},
                           # Ring attention over however many devices there are (one on a laptop, 8 in the tests).
                           model=model_preset("tiny", max_timestep=config.model.max_timestep, max_trajectories=16,
                                              attention="ring"),
@@ -78,11 +80,35 @@ def _walker_mix() -> ExperimentConfig:
         model={"max_timestep": 512})
 
 
+def _hidden(name: str, task: str, domain: str, episode_length: int, histories: int) -> ExperimentConfig:
+    """In-context RL on a hidden-task family: histories of a systematic searcher (distinct guesses until a
+    trial is rewarded, then back to the found goal), chains drawn within one history, a mixture head
+    sampled when acting, and evaluation over 12 trials on tasks drawn per environment."""
+    trials = 12
+    return ExperimentConfig(
+        name=name,
+        data=DataConfig(format="exorl", root=f"runs/data/{name}", domain=domain, algo="searcher", task=task,
+                        action_repeat=1, make="searcher", histories=histories, episodes_per_history=trials),
+        sampler=SamplerConfig(num_trajectories=trials, max_steps=trials * episode_length, batch_size=16,
+                              group_by="history", prefetch=2),
+        model=model_preset("small", embed_dim=64, num_heads=2, num_kv_heads=2, remat_policy="none",
+                           max_timestep=episode_length, max_trajectories=32, action_head="mixture",
+                           num_components=8, return_scale=0.1),
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=100, total_steps=3000, clip_norm=1.0),
+        train=TrainConfig(steps=3000, checkpoint_every=500),
+        eval=EvalConfig(num_envs=256, num_trials=trials, sample=True),
+    )
+
+
 def _build() -> dict[str, Preset]:
     train = "python -m experiments.train --preset"
     base = {
         "default": Preset(ExperimentConfig(), f"{train} default   (the main job, on the built-in cartpole data)"),
         "walker_mix": Preset(_walker_mix(), f"{train} walker_mix   (after collecting it: experiments/data/README.md)"),
+        "nav_hidden": Preset(_hidden("nav_hidden", "point_nav_hidden_heldout", "point_nav", 20, 600),
+                             f"{train} nav_hidden   (hidden goals, evaluated on held-out ones; makes its data)"),
+        "maze_hidden": Preset(_hidden("maze_hidden", "point_mass_maze_reach_hidden", "point_mass_maze", 1000, 60),
+                              f"{train} maze_hidden   (one of the maze's four targets hidden; makes its data)"),
     }
     for task, domain, length in (("walker_stand", "walker", 1000), ("walker_run", "walker", 1000),
                                  ("walker_walk", "walker", 1000), ("cheetah_run", "cheetah", 1000),

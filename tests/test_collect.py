@@ -206,3 +206,27 @@ def test_collector_records_the_exploration_rate_per_episode(tmp_path):
     assert settings["explore_fraction"] == 1.0 and settings["explore_max"] == 0.5
     with pytest.raises(ValueError, match="explore_fraction"):
         _config(tmp_path, explore_fraction=2.0)
+
+
+def test_collect_writes_hidden_task_histories_with_their_task(tmp_path):
+    config = collect.CollectConfig(out=tmp_path, task="point_nav_hidden", policy="searcher", episodes=24,
+                                   episodes_per_history=12, progress=False)
+    log = collect.collect(config)
+    episodes = collect.load_episodes(config)
+    assert len(episodes) == len(log["episodes"]) == 24
+    assert [e.history for e in episodes] == [0] * 12 + [1] * 12
+    for history in (0, 1):  # one hidden task per history, stored with every episode
+        tasks = {tuple(e.task) for e in episodes if e.history == history}
+        assert len(tasks) == 1
+    # The stored task is what the rewards were earned for: relabelling each file for it gives them back.
+    import datasets
+
+    relabelled = datasets.read_episodes(tmp_path, format="exorl", domain="point_nav", algo="searcher",
+                                        task="point_nav_hidden")
+    assert sum(e.total_return for e in episodes) > 0
+    for episode, again in zip(episodes, relabelled):
+        np.testing.assert_allclose(again.rewards, episode.rewards)
+    with pytest.raises(ValueError, match="not a multiple of episodes_per_history"):
+        collect.CollectConfig(out=tmp_path, task="point_nav_hidden", policy="searcher", episodes=13)
+    with pytest.raises(ValueError, match="hidden-task families"):
+        collect.CollectConfig(out=tmp_path, task="cartpole_swingup", policy="searcher")

@@ -96,7 +96,7 @@ def _pool(n=10, seed=3):
 @pytest.mark.parametrize("window", ["end", "random"])
 def test_random_pools_shapes_and_invariants(k, window):
     pool = _pool()
-    config = SamplerConfig(num_trajectories=k, max_steps=60, batch_size=6, window=window, seed=k)
+    config = SamplerConfig(num_trajectories=k, max_steps=60, batch_size=6, window=window)
     sampler = ContextSampler(pool, config)
     batch = sampler.sample_batch(np.random.default_rng(k))
     assert {key: (v.shape, v.dtype) for key, v in batch.items()} == sampler.spec()
@@ -109,7 +109,7 @@ def test_random_pools_shapes_and_invariants(k, window):
 
 def test_uniform_k_draws_every_chain_length_up_to_k():
     pool = _pool()
-    config = SamplerConfig(num_trajectories=4, max_steps=200, batch_size=64, k_sampling="uniform", seed=1)
+    config = SamplerConfig(num_trajectories=4, max_steps=200, batch_size=64, k_sampling="uniform")
     batch = ContextSampler(pool, config).sample_batch(np.random.default_rng(1))
     # 200 steps hold any 4 episodes of at most 29 steps whole: every row's chain is all in the window.
     lengths = batch["trajectory_index"].max(axis=1, where=batch["mask"], initial=0) + 1
@@ -133,14 +133,14 @@ def test_random_window_moves_and_dt_contexts():
 
 def test_determinism_and_prefetch():
     pool = _pool()
-    sampler = ContextSampler(pool, SamplerConfig(num_trajectories=3, max_steps=40, batch_size=4, seed=7))
-    first, again, other = sampler.batches(), sampler.batches(), sampler.batches(seed=8)
+    sampler = ContextSampler(pool, SamplerConfig(num_trajectories=3, max_steps=40, batch_size=4))
+    first, again, other = sampler.batches(7), sampler.batches(7), sampler.batches(8)
     a, b, c = [next(first) for _ in range(3)], [next(again) for _ in range(3)], next(other)
     for x, y in zip(a, b):
         for key in x:
             np.testing.assert_array_equal(x[key], y[key])
     assert not np.array_equal(a[0]["observations"], c["observations"])
-    with sampler.prefetch() as prefetched:
+    with sampler.prefetch(7) as prefetched:
         for expected in a:
             got = next(prefetched)
             for key in expected:
@@ -215,7 +215,7 @@ def _tasked_pool(tasks=3, per_task=6, seed=0):
 @pytest.mark.parametrize("group_by", ["task", "history"])
 def test_grouped_chains_hold_one_task_and_mix_tasks_across_the_batch(group_by):
     pool, goals = _tasked_pool()
-    config = SamplerConfig(num_trajectories=3, max_steps=120, batch_size=48, group_by=group_by, seed=1)
+    config = SamplerConfig(num_trajectories=3, max_steps=120, batch_size=48, group_by=group_by)
     sampler = ContextSampler(pool, config)
     batch = sampler.sample_batch(np.random.default_rng(1))
     assert "completed" not in batch and set(batch) == set(sampler.spec())

@@ -217,3 +217,18 @@ def test_video_is_the_evaluated_trial(data_root, tmp_path):
     np.testing.assert_array_equal(np.stack(recorder.actions), np.stack(log.actions))
     assert len(recorder.frames) == len(recorder.actions) + 1 and recorder.frames[0].dtype == np.uint8
     assert not np.array_equal(recorder.frames[0], recorder.frames[-1])  # the cart moved
+
+
+def test_hidden_task_preset_makes_its_data_trains_and_reports_success(tmp_path):
+    base = get_preset("nav_hidden_tiny")
+    config = base.replace(runs_dir=str(tmp_path / "runs"), data={"root": str(tmp_path / "nav")},
+                          train={"steps": 2, "checkpoint_every": 2}, eval={"num_envs": 4, "num_trials": 2})
+    summary = train_job.train(config, quiet=True)
+    buffer = tmp_path / "nav" / "point_nav" / "searcher" / "buffer"
+    assert len(list(buffer.glob("episode_*.npz"))) == 16  # 4 histories x 4 episodes, made on first use
+    ev = summary["eval"]
+    assert ev["task"] == "point_nav_hidden_heldout" and len(ev["per_trial_success_rate"]) == 2
+    returns = np.array(ev["returns"])
+    for trial, rate in enumerate(ev["per_trial_success_rate"]):  # sparse 0/1 rewards: success = any reward
+        assert rate == np.mean(returns[trial] > 0)
+    assert "success rate" in (config.run_dir / "eval.md").read_text()

@@ -67,18 +67,9 @@ def text_histogram(returns, bins: int = 10, width: int = 40) -> str:
 
 
 def load_returns(path: str | Path) -> np.ndarray:
-    """Episode returns (float64 [n], in episode order) of a collector data directory or D4RL file."""
-    path = Path(path)
-    if (path / "buffer").is_dir():
-        episodes = datasets.exorl.load(path.parent.parent, path.parent.name, path.name)
-    elif path.is_file() and path.suffix == ".hdf5":
-        episodes = datasets.d4rl.load(path)
-    elif path.is_dir() and list(path.glob("*.hdf5")):
-        files = sorted(path.glob("*.hdf5"))
-        episodes = [episode for file in files for episode in datasets.d4rl.load(file)]
-    else:
-        raise ValueError(f"path: {path} holds neither an ExoRL buffer/ directory nor D4RL .hdf5 files")
-    return np.array([float(np.sum(e.rewards, dtype=np.float64)) for e in episodes])
+    """Episode returns (float64 [n], in episode order) of whatever ``datasets.read_episodes`` reads at ``path``
+    (a collector data directory, an ExoRL buffer, a D4RL file or a directory of them)."""
+    return np.array([episode.total_return for episode in datasets.read_episodes(path)], np.float64)
 
 
 def save_histogram(returns, path: str | Path, title: str) -> None:

@@ -46,7 +46,11 @@ class CollectConfig:
     Attributes:
         out: dataset root (ExoRL root for dm_control tasks).
         task: an `envs` task name.
-        policy: "random" (uniform exploration) or "sac" (the whole learning history of an online agent).
+        policy: "random" (uniform exploration), "sac" (the whole learning history of an online agent), or,
+            for hidden-task families only, a scripted demonstrator: "searcher" (tries distinct goals until
+            one is rewarded, then returns to it), "ad_eps" (a task-aware expert whose random-action rate
+            falls from eps_max to 0 along each history) or "oracle" (the expert without noise); see
+            `experiments.collection.demonstrators`.
         episodes: total episodes wanted on disk (a rerun with more continues).
         seed: seeds the environment and the policy.
         action_repeat: each agent action is applied this many simulator steps (rewards summed).
@@ -59,11 +63,15 @@ class CollectConfig:
         episodes_per_file: D4RL only: episodes per HDF5 file.
         progress: show a progress bar.
         sac: SAC hyper-parameters.
+        episodes_per_history: hidden-task families: episodes per history, one hidden task each (episodes
+            must be a multiple of it).
+        noise_max: searcher: the largest per-history action-noise standard deviation.
+        eps_max: ad_eps: the random-action rate of a history's first episode.
     """
 
     out: Path
     task: str = "cartpole_swingup"
-    policy: Literal["random", "sac"] = "random"
+    policy: Literal["random", "sac", "searcher", "ad_eps", "oracle"] = "random"
     episodes: int = 10
     seed: int = 0
     action_repeat: int = 1
@@ -74,10 +82,22 @@ class CollectConfig:
     episodes_per_file: int = 100
     progress: bool = True
     sac: SACConfig = SACConfig()
+    episodes_per_history: int = 12
+    noise_max: float = 0.15
+    eps_max: float = 1.0
 
     def __post_init__(self):
-        envs.task_spec(self.task)  # ValueError naming `name` for unknown tasks
-        if self.policy not in ("random", "sac"):
+        spec = envs.task_spec(self.task)  # ValueError naming `name` for unknown tasks
+        if spec.hidden:
+            if self.policy == "sac":
+                raise ValueError(f"policy: 'sac' does not collect hidden-task histories ({spec.name}); use "
+                                 "searcher, ad_eps, oracle or random")
+            if self.episodes % self.episodes_per_history:
+                raise ValueError(f"episodes: {self.episodes} is not a multiple of episodes_per_history="
+                                 f"{self.episodes_per_history}")
+        elif self.policy not in ("random", "sac"):
+            raise ValueError(f"policy: {self.policy!r} is for hidden-task families; {spec.name} takes random or sac")
+        if self.policy not in ("random", "sac", "searcher", "ad_eps", "oracle"):
             raise ValueError(f"policy: expected 'random' or 'sac', got {self.policy!r}")
         for name in ("episodes", "action_repeat", "episodes_per_file"):
             if getattr(self, name) < 1:
@@ -96,7 +116,7 @@ class CollectConfig:
 
     @property
     def is_exorl(self) -> bool:
-        return envs.task_spec(self.task).kind == "dm_control"
+        return envs.task_spec(self.task).data_format == "exorl"
 
     def identity(self) -> dict:
         """Everything that must stay the same when a run is resumed (all but episodes and progress)."""
@@ -107,6 +127,9 @@ class CollectConfig:
         fields["sac"]["hidden"] = list(fields["sac"]["hidden"])
         if self.policy != "sac":
             fields.pop("sac")
+        if not envs.task_spec(self.task).hidden:  # the histories' settings; earlier runs match without them
+            for name in ("episodes_per_history", "noise_max", "eps_max"):
+                fields.pop(name)
         if self.explore_fraction == 0:  # no mix: the runs written before these settings existed match
             fields.pop("explore_fraction")
             fields.pop("explore_max")
@@ -119,50 +142,25 @@ def data_dir(config: CollectConfig) -> Path:
     return Path(config.out) / (spec.domain if config.is_exorl else spec.name) / config.algo_name
 
 
-def _d4rl_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("episodes_*.hdf5"), key=lambda p: int(p.stem.split("_")[1]))
-
-
 def load_episodes(config: CollectConfig) -> datasets.Episodes:
-    """The episodes on disk, in order, read back through the `datasets` readers (empty if none)."""
-    directory = data_dir(config)
-    if config.is_exorl:
-        buffer = directory / "buffer"
-        if not buffer.is_dir() or not any(buffer.glob("*.npz")):
-            return datasets.Episodes()
-        indices = [datasets.exorl.parse_name(path)[0] for path in datasets.exorl.episode_files(buffer)]
-        if indices != list(range(len(indices))):
-            missing = sorted(set(range(max(indices) + 1)) - set(indices))
-            raise ValueError(f"out: {buffer} misses episodes {missing[:10]}; a run's episodes must be 0..n-1")
-        return datasets.exorl.load(config.out, envs.task_spec(config.task).domain, config.algo_name)
-    episodes = datasets.Episodes()
-    for path in _d4rl_files(directory):
-        episodes.extend(datasets.d4rl.load(path))
-    return episodes
+    """The episodes on disk, in order, read back through the `datasets` reader (empty if none)."""
+    try:
+        return datasets.read_episodes(data_dir(config), allow_empty=True, contiguous=True)
+    except ValueError as error:
+        raise ValueError(f"out: {error}") from error
+
+
+def _qpos_dim(env) -> int:
+    return int(env.gym_env.unwrapped.model.nq)
 
 
 def _write_episodes(config: CollectConfig, env, episodes: list, first: int) -> None:
-    """Write ``episodes`` (numbered from ``first``) without touching earlier ones on disk.
-
-    D4RL files have no append: the file of the current group of ``episodes_per_file`` episodes is rewritten
-    (atomically) with the new episode added, so each episode costs at most one file of that many.
-    """
-    directory = data_dir(config)
+    """Write ``episodes`` (numbered from ``first``) without touching earlier ones on disk."""
     if config.is_exorl:
         datasets.exorl.save(config.out, envs.task_spec(config.task).domain, config.algo_name, episodes,
                             first_index=first)
         return
-    directory.mkdir(parents=True, exist_ok=True)
-    per_file = config.episodes_per_file
-    qpos_dim = int(env.gym_env.unwrapped.model.nq)
-    for index, trajectory in enumerate(episodes, start=first):
-        file_first = index - index % per_file
-        path = directory / f"episodes_{file_first:06d}.hdf5"
-        earlier = list(datasets.d4rl.load(path)) if path.exists() else []
-        # The file holds file_first..index-1 already; rewrite it with this episode appended.
-        if len(earlier) != index - file_first:
-            raise ValueError(f"{path}: holds {len(earlier)} episodes, expected {index - file_first}")
-        datasets.d4rl.save(path, earlier + [trajectory], qpos_dim=qpos_dim)
+    datasets.d4rl.append_episodes(data_dir(config), episodes, first, config.episodes_per_file, _qpos_dim(env))
 
 
 def _remove_from(config: CollectConfig, env, episodes: datasets.Episodes, keep: int) -> None:
@@ -173,13 +171,7 @@ def _remove_from(config: CollectConfig, env, episodes: datasets.Episodes, keep: 
             if datasets.exorl.parse_name(path)[0] >= keep:
                 path.unlink()
         return
-    for path in _d4rl_files(directory):
-        if int(path.stem.split("_")[1]) >= keep:
-            path.unlink()
-    if keep % config.episodes_per_file:  # the file that holds episode keep - 1 loses its later episodes
-        start = keep - keep % config.episodes_per_file
-        datasets.d4rl.save(directory / f"episodes_{start:06d}.hdf5", list(episodes[start:keep]),
-                           qpos_dim=int(env.gym_env.unwrapped.model.nq))
+    datasets.d4rl.truncate_episodes(directory, keep, config.episodes_per_file, _qpos_dim(env))
 
 
 def run_episode(env, policy, seed: int, episode: int) -> datasets.Trajectory:
@@ -286,6 +278,8 @@ def collect(config: CollectConfig) -> dict:
     from tqdm import tqdm
 
     spec = envs.task_spec(config.task)
+    if spec.hidden:
+        return _collect_histories(config)
     directory = data_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
     _check_identity(config, directory)
@@ -316,3 +310,17 @@ def collect(config: CollectConfig) -> dict:
         bar.update(1)
     bar.close()
     return log
+
+
+def _collect_histories(config: CollectConfig) -> dict:
+    """A hidden-task family: histories of a scripted demonstrator, one hidden task each, with the task
+    parameter and history index stored in every episode file (``demonstrators.write_dataset``)."""
+    from experiments.collection.demonstrators import write_dataset
+
+    write_dataset(config.out, task=config.task, source=config.policy, algo=config.algo_name, seed=config.seed,
+                  num_histories=config.episodes // config.episodes_per_history,
+                  episodes_per_history=config.episodes_per_history, noise_max=config.noise_max,
+                  eps_max=config.eps_max)
+    episodes = load_episodes(config)
+    return {"episodes": [{"return": e.total_return, "length": len(e), "task": e.task.tolist(), "history": e.history}
+                         for e in episodes], "stopped": False}
