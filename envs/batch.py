@@ -10,7 +10,7 @@ Semantics (one episode per environment between resets):
   termination, 1 for a time-limit truncation) and `done` turns True.
 - `returns` and `lengths` accumulate per environment over the current episode.
 Environments are stepped one after another in this process: on few cores this beats a process pool
-(see experiments/bench_envs.py). The pure-NumPy point_nav tasks get `envs.point_nav.PointNavBatch`
+(see experiments/bench/env_stepping.py). The pure-NumPy point_nav tasks get `envs.point_nav.PointNavBatch`
 instead, the same interface and semantics computed on arrays (about 100x faster for 256 environments).
 """
 

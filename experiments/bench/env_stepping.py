@@ -1,6 +1,6 @@
 """Benchmark of batched environment stepping: synchronous `envs.BatchEnv` against a process pool.
 
-    python -m experiments.bench_envs --out bench_results/bench_envs.json
+    python -m experiments.bench.env_stepping --out bench_results/env_stepping.json
 
 For cartpole_swingup and walker_walk with 1, 8 and 32 environments, measures environment steps per
 second (all environments together) under uniform random actions, stepped
@@ -12,20 +12,17 @@ Prints a table and writes the figures as JSON.
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
 import envs
+from experiments.bench import harness
 
-TASKS = ("cartpole_swingup", "walker_walk")
-SIZES = (1, 8, 32)
+NAME = "env_stepping"
+TINY = dict(tasks=["cartpole_swingup"], sizes=[1, 2], steps=5, workers=2)
 
 
 def _worker(connection, name: str, seeds: list[int]) -> None:
@@ -91,11 +88,11 @@ def measure(batch, num_envs: int, action_dim: int, steps: int, seed: int) -> flo
     return num_envs * (steps - 1) / (time.perf_counter() - start)
 
 
-def run(steps: int, workers: int, seed: int) -> list[dict]:
+def run(tasks, sizes, steps: int, workers: int, seed: int) -> list[dict]:
     rows = []
-    for name in TASKS:
+    for name in tasks:
         action_dim = envs.task_spec(name).action_dim
-        for num_envs in SIZES:
+        for num_envs in sizes:
             sync = envs.make_batch(name, num_envs, seed=seed)
             sync_rate = measure(sync, num_envs, action_dim, steps, seed)
             sync.close()
@@ -118,27 +115,23 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="bench_results/bench_envs.json", help="JSON output path")
-    parser.add_argument("--steps", type=int, default=200, help="batched steps per measurement (< 1000)")
-    parser.add_argument("--workers", type=int, default=2, help="processes of the pool variant")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    p = harness.parser(NAME, __doc__)
+    p.add_argument("--tasks", nargs="+", default=["cartpole_swingup", "walker_walk"])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32], help="environments per batch")
+    p.add_argument("--steps", type=int, default=200, help="batched steps per measurement (< 1000)")
+    p.add_argument("--workers", type=int, default=2, help="processes of the pool variant")
+    p.add_argument("--seed", type=int, default=0)
+    bench = harness.start(NAME, p, argv, tiny=TINY, uses_jax=False)
+    args = bench.args
     if not 2 <= args.steps < 1000:
-        parser.error("--steps must be in [2, 1000) so that no episode ends during a measurement")
+        p.error("--steps must be in [2, 1000) so that no episode ends during a measurement")
     if args.workers < 1:
-        parser.error("--workers must be positive")
+        p.error("--workers must be positive")
     # Nothing is rendered: spare dm_control its OpenGL set-up (workers inherit this).
     os.environ.setdefault("MUJOCO_GL", "disable")
-    rows = run(args.steps, args.workers, args.seed)
+    rows = run(args.tasks, args.sizes, args.steps, args.workers, args.seed)
     print(format_table(rows))
-    result = {"benchmark": "bench_envs", "steps": args.steps, "workers": args.workers,
-              "cpu_count": os.cpu_count(), "python": platform.python_version(), "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
-    return result
+    return bench.write(rows=rows)
 
 
 if __name__ == "__main__":

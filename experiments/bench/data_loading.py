@@ -1,6 +1,6 @@
 """Benchmark of the datasets package: reading a large ExoRL buffer and sampling long contexts.
 
-    python -m experiments.bench_datasets --out bench_datasets.json
+    python -m experiments.bench.data_loading --out bench_results/data_loading.json
 
 Writes a synthetic ExoRL-format dataset with the package's writer (default 1000 files x 1000 steps, walker
 sizes: observation 24, action 6, physics 18) into a temporary directory, then measures
@@ -12,8 +12,6 @@ sizes: observation 24, action 6, physics 18) into a temporary directory, then me
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import shutil
 import tempfile
@@ -25,6 +23,10 @@ import numpy as np
 
 from datasets import ContextSampler, SamplerConfig, exorl
 from datasets.synthetic import random_trajectory
+from experiments.bench import harness
+
+NAME = "data_loading"
+TINY = dict(episodes=8, steps=50, ks=[2], batch_size=2, sampler_seconds=0.2)
 
 
 def write_dataset(root: Path, episodes: int, steps: int, obs_dim: int, act_dim: int, state_dim: int) -> float:
@@ -58,7 +60,7 @@ def measure_load(root: Path) -> dict:
 
 def measure_sampler(trajectories, k: int, batch_size: int, seconds: float) -> dict:
     steps = max(len(t) for t in trajectories)
-    config = SamplerConfig(num_trajectories=k, max_steps=k * steps, batch_size=batch_size, seed=k)
+    config = SamplerConfig(num_trajectories=k, max_steps=k * steps, batch_size=batch_size)
     sampler = ContextSampler(trajectories, config)
     rng = np.random.default_rng(0)
     sampler.sample_batch(rng)  # warm-up
@@ -67,7 +69,7 @@ def measure_sampler(trajectories, k: int, batch_size: int, seconds: float) -> di
         sampler.sample_batch(rng)
         batches += 1
     elapsed = time.perf_counter() - start
-    with sampler.prefetch() as prefetched:
+    with sampler.prefetch(k) as prefetched:
         next(prefetched)
         prefetched_batches, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
@@ -81,17 +83,17 @@ def measure_sampler(trajectories, k: int, batch_size: int, seconds: float) -> di
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--episodes", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--obs-dim", type=int, default=24)
-    parser.add_argument("--act-dim", type=int, default=6)
-    parser.add_argument("--state-dim", type=int, default=18)
-    parser.add_argument("--ks", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--sampler-seconds", type=float, default=3.0)
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    args = parser.parse_args(argv)
+    p = harness.parser(NAME, __doc__)
+    p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--obs-dim", type=int, default=24)
+    p.add_argument("--act-dim", type=int, default=6)
+    p.add_argument("--state-dim", type=int, default=18)
+    p.add_argument("--ks", type=int, nargs="+", default=[8, 32])
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--sampler-seconds", type=float, default=3.0)
+    run = harness.start(NAME, p, argv, tiny=TINY, uses_jax=False)
+    args = run.args
 
     root = Path(tempfile.mkdtemp(prefix="bench_datasets_"))
     try:
@@ -122,10 +124,7 @@ def main(argv=None) -> dict:
         print(f"| sampler k={row['k']} ({row['max_steps']} steps, batch {row['batch_size']}) | "
               f"{row['contexts_per_s']:.1f} contexts/s ({row['steps_per_s'] / 1e6:.2f} M steps/s); "
               f"prefetched {row['prefetched_contexts_per_s']:.1f} contexts/s |")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1))
-    return results
+    return run.write(**results)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ Causal self-attention, float32, on N simulated CPU devices (default 8): wall tim
 forward+backward, and per-device temp bytes from XLA's compiled memory analysis (deterministic). Prints a
 table and writes JSON.
 
-    python -m experiments.bench_ring                       # 8K, 16K, 32K tokens
-    python -m experiments.bench_ring --seqs 8192 --repeats 1 --out bench_results/ring.json
+    python -m experiments.bench.ring_attention                       # 8K, 16K, 32K tokens
+    python -m experiments.bench.ring_attention --seqs 8192 --repeats 1 --out bench_results/ring.json
 
 The official package (``pip install 'ringrl[bench]'``) imports ``jax.lib.xla_bridge``, which current JAX no
 longer has; a one-line alias is installed before its import. It is called inside ``shard_map`` with
@@ -19,26 +19,25 @@ overlap, which needs a GPU or TPU.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
+import functools
 import sys
-import time
-from pathlib import Path
+
+from experiments.bench import harness
+
+NAME = "ring_attention"
+TINY = dict(seqs=[256], heads=2, head_dim=16, chunk=16, repeats=1)
 
 
-def _parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser():
+    p = harness.parser(NAME, __doc__, devices=8)
     p.add_argument("--seqs", type=int, nargs="+", default=[8192, 16384, 32768], help="global sequence lengths")
-    p.add_argument("--devices", type=int, default=8, help="simulated CPU devices in the ring")
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--chunk", type=int, default=512, help="query and key chunk size for every implementation")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up; the median is kept")
     p.add_argument("--dense-budget-gib", type=float, default=4.0, help="skip dense attention above this temp size")
     p.add_argument("--no-official", action="store_true", help="skip the official ringattention package")
-    p.add_argument("--out", type=Path, default=Path("bench_results/bench_ring.json"))
-    return p.parse_args(argv)
+    return p
 
 
 def _official_ring_attention():
@@ -57,9 +56,8 @@ def _official_ring_attention():
     return ringattention.ringattention_jax, None
 
 
-def _implementations(args, mesh):
-    import functools
-
+def _implementations(args, mesh, official):
+    """Name -> attention function of global q, k, v; ``official`` is the package's function or None."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import PartitionSpec as P
@@ -71,19 +69,15 @@ def _implementations(args, mesh):
         impls[f"ours/{layout}"] = functools.partial(
             sharded_attention, mesh=mesh, layout=layout, query_chunk_size=args.chunk,
             key_chunk_size=args.chunk, natural_order=False)
-    if not args.no_official:
-        official, why = _official_ring_attention()
-        if official is None:
-            print(f"note: {why}", file=sys.stderr)
-        else:
-            kwargs = dict(causal_block_size=1, deterministic=True, dropout_rng=None, attn_pdrop=0.0,
-                          query_chunk_size=args.chunk, key_chunk_size=args.chunk,
-                          policy=jax.checkpoint_policies.nothing_saveable, dtype=jnp.float32, precision=None,
-                          prevent_cse=True)
-            spec = P(None, "sp")
-            impls["official/contiguous"] = jax.shard_map(
-                lambda q, k, v: official(q, k, v, None, None, None, "sp", True, kwargs),
-                mesh=mesh, in_specs=(spec,) * 3, out_specs=spec, check_vma=False)
+    if official is not None:
+        kwargs = dict(causal_block_size=1, deterministic=True, dropout_rng=None, attn_pdrop=0.0,
+                      query_chunk_size=args.chunk, key_chunk_size=args.chunk,
+                      policy=jax.checkpoint_policies.nothing_saveable, dtype=jnp.float32, precision=None,
+                      prevent_cse=True)
+        spec = P(None, "sp")
+        impls["official/contiguous"] = jax.shard_map(
+            lambda q, k, v: official(q, k, v, None, None, None, "sp", True, kwargs),
+            mesh=mesh, in_specs=(spec,) * 3, out_specs=spec, check_vma=False)
     impls["dense/1 device"] = functools.partial(reference_attention, causal=True)
     return impls
 
@@ -104,24 +98,8 @@ def _compile(fn, shape, sharding):
     for name, program in (("fwd", jax.jit(fn)), ("fwd+bwd", jax.jit(jax.grad(loss, argnums=(0, 1, 2))))):
         compiled = program.lower(aval, aval, aval).compile()
         row[f"{name}_temp_bytes"] = int(compiled.memory_analysis().temp_size_in_bytes)
-        jax.block_until_ready(compiled(*args))  # warm-up
-        programs[name] = compiled
-    return programs, args, row
-
-
-def _time_round_robin(candidates, repeats):
-    """Median seconds per program, timing every candidate once per round so that background load on a
-    shared machine falls on all of them alike."""
-    import jax
-
-    times = {(name, prog): [] for name, (programs, _) in candidates.items() for prog in programs}
-    for _ in range(repeats):
-        for name, (programs, args) in candidates.items():
-            for prog, compiled in programs.items():
-                start = time.perf_counter()
-                jax.block_until_ready(compiled(*args))
-                times[(name, prog)].append(time.perf_counter() - start)
-    return {key: statistics.median(values) for key, values in times.items()}
+        programs[name] = functools.partial(compiled, *args)
+    return programs, row
 
 
 def _dense_temp_bytes(fn, shape):
@@ -133,59 +111,53 @@ def _dense_temp_bytes(fn, shape):
     return grad.lower(aval, aval, aval).compile().memory_analysis().temp_size_in_bytes
 
 
-def main(argv=None):
-    args = _parse(argv)
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={args.devices}")
-    import jax
+def _rows_at(args, run, mesh, official, seq):
+    """Rows of every implementation at one sequence length."""
     from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
-    from ring import make_mesh
+    # Every implementation gets the same chunks; the official package needs them within the block.
+    chunk = min(args.chunk, seq // len(run.devices))
+    impls = _implementations(argparse.Namespace(**{**vars(args), "chunk": chunk}), mesh, official)
+    shape = (1, seq, args.heads, args.head_dim)
+    skipped, calls, rows = [], {}, {}
+    for name, fn in impls.items():
+        if name.startswith("dense"):
+            dense_temp = _dense_temp_bytes(fn, shape)
+            if dense_temp > args.dense_budget_gib * 2**30:
+                skipped.append({"impl": name, "seq": seq, "skipped": f"needs {dense_temp / 2**30:.1f} GiB temp",
+                                "fwd+bwd_temp_bytes": int(dense_temp)})
+                print(f"{name:22s} seq={seq:6d}  skipped: needs {dense_temp / 2**30:.1f} GiB", flush=True)
+                continue
+            sharding = SingleDeviceSharding(run.devices[0])
+        else:
+            sharding = NamedSharding(mesh, P(None, "sp"))
+        programs, row = _compile(fn, shape, sharding)
+        calls |= {(name, prog): call for prog, call in programs.items()}
+        rows[name] = {"impl": name, "seq": seq, "chunk": chunk, **row}
+    # Ring implementations take turns; dense apart, after them: its gigabytes of scores would otherwise
+    # evict and re-fault memory for whichever program follows it in a round.
+    for dense in (False, True):
+        group = {key: call for key, call in calls.items() if key[0].startswith("dense") == dense}
+        if group:
+            for (name, prog), seconds in harness.time_round_robin(group, args.repeats).items():
+                rows[name][f"{prog}_seconds"] = seconds
+    for row in rows.values():
+        print(f"{row['impl']:22s} seq={seq:6d}  fwd {row['fwd_seconds']:7.3f}s  fwd+bwd {row['fwd+bwd_seconds']:7.3f}s"
+              f"  temp/device {row['fwd+bwd_temp_bytes'] / 2**20:8.1f} MiB", flush=True)
+    return [*rows.values(), *skipped]
 
-    mesh = make_mesh("sp=-1", jax.devices()[: args.devices])
+
+def main(argv=None):
+    run = harness.start(NAME, _parser(), argv, tiny=TINY)
+    mesh = run.mesh()
+    official, why = (None, "--no-official") if run.args.no_official else _official_ring_attention()
+    if official is None:
+        print(f"note: official package skipped: {why}", file=sys.stderr)
     rows = []
-    for seq in args.seqs:
-        # Every implementation gets the same chunks; the official package needs them within the block.
-        impls = _implementations(argparse.Namespace(**{**vars(args), "chunk": min(args.chunk, seq // args.devices)}), mesh)
-        shape = (1, seq, args.heads, args.head_dim)
-        candidates, seq_rows = {}, {}
-        for name, fn in impls.items():
-            if name.startswith("dense"):
-                dense_temp = _dense_temp_bytes(fn, shape)
-                if dense_temp > args.dense_budget_gib * 2**30:
-                    rows.append({"impl": name, "seq": seq, "skipped": f"needs {dense_temp / 2**30:.1f} GiB temp",
-                                 "fwd+bwd_temp_bytes": int(dense_temp)})
-                    print(f"{name:22s} seq={seq:6d}  skipped: needs {dense_temp / 2**30:.1f} GiB", flush=True)
-                    continue
-                sharding = SingleDeviceSharding(jax.devices()[0])
-            else:
-                sharding = NamedSharding(mesh, P(None, "sp"))
-            programs, inputs, row = _compile(fn, shape, sharding)
-            candidates[name] = (programs, inputs)
-            seq_rows[name] = {"impl": name, "seq": seq, **row}
-        # Ring implementations round-robin; dense apart, after them: its gigabytes of scores would
-        # otherwise evict and re-fault memory for whichever program follows it in a round.
-        ring_candidates = {k: v for k, v in candidates.items() if not k.startswith("dense")}
-        dense_candidates = {k: v for k, v in candidates.items() if k.startswith("dense")}
-        for group in (ring_candidates, dense_candidates):
-            for (name, prog), seconds in _time_round_robin(group, args.repeats).items():
-                seq_rows[name][f"{prog}_seconds"] = seconds
-        for row in seq_rows.values():
-            rows.append(row)
-            print(f"{row['impl']:22s} seq={seq:6d}  fwd {row['fwd_seconds']:7.3f}s  fwd+bwd {row['fwd+bwd_seconds']:7.3f}s"
-                  f"  temp/device {row['fwd+bwd_temp_bytes'] / 2**20:8.1f} MiB", flush=True)
-        del candidates
-    table = _table(rows)
-    print("\n" + table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "device": f"{args.devices} simulated CPU devices on {os.cpu_count()} cores", "jax": jax.__version__,
-              "rows": rows}
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.out)
-    print(f"\nwrote {args.out}")
-    return result
+    for seq in run.args.seqs:
+        rows += _rows_at(run.args, run, mesh, official, seq)
+    print("\n" + _table(rows))
+    return run.write(official_skipped=why, rows=rows)
 
 
 def _table(rows):
