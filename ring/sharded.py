@@ -23,7 +23,7 @@ from ring.ring_attention import ring_attention
 
 def _axis_size(mesh: Mesh, name: str, argument: str) -> int:
     if name not in mesh.shape:
-        raise ValueError(f"{argument} {name!r} is not an axis of the mesh {dict(mesh.shape)}")
+        raise ValueError(f"{argument}={name!r} is not an axis of the mesh {dict(mesh.shape)}")
     return mesh.shape[name]
 
 
