@@ -34,6 +34,7 @@ import datasets
 import envs
 from datasets.atomic import atomic_path
 from experiments.collection import policies
+from experiments.collection.episode import play_episode
 from experiments.collection.sac import SACConfig
 
 __all__ = ["CollectConfig", "collect", "data_dir", "load_episodes", "run_episode"]
@@ -177,27 +178,7 @@ def _remove_from(config: CollectConfig, env, episodes: datasets.Episodes, keep: 
 def run_episode(env, policy, seed: int, episode: int) -> datasets.Trajectory:
     """One episode from a reset; the environment is reseeded from ``(seed, episode)`` first."""
     env.reseed(int(np.random.SeedSequence([seed, episode]).generate_state(1)[0]))
-    policy.begin_episode(episode)
-    timestep = env.reset()
-    observations, actions, rewards, physics = [], [], [], []
-    while True:
-        observation = timestep.observation
-        action = policy.action(observation)
-        physics.append(envs.physics_state(env))
-        timestep = env.step(action)
-        observations.append(observation)
-        actions.append(action)
-        rewards.append(timestep.reward)
-        policy.observe(observation, action, timestep.reward, timestep.discount, timestep.observation)
-        if timestep.last():
-            break
-    terminal = bool(timestep.discount == 0)  # dm_env: discount 0 ends in a terminal state, 1 is a time limit
-    last = np.arange(len(rewards)) == len(rewards) - 1
-    return datasets.Trajectory(
-        observations=np.stack(observations), actions=np.stack(actions), rewards=np.asarray(rewards),
-        terminals=last & terminal, timeouts=last & (not terminal),
-        physics=np.stack(physics), final_observation=timestep.observation,
-        final_physics=envs.physics_state(env), source=f"episode {episode}")
+    return play_episode(env, policy, episode, source=f"episode {episode}")
 
 
 def _write_json(path: Path, value) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 
 import datasets
 import envs
+from experiments.collection.episode import play_episode
 
 __all__ = ["SystematicSearcher", "AnnealedExpert", "UniformRandom", "history_seed", "run_history",
            "run_histories", "make_source", "write_dataset", "episode_index_curve", "controller_for"]
@@ -326,23 +327,8 @@ def run_history(env, policy, history: int, episodes_per_history: int) -> list[da
         policy.set_task(task)
     episodes = []
     for index in range(episodes_per_history):
-        policy.begin_episode(history * episodes_per_history + index)
-        timestep = env.reset()
-        observations, actions, rewards, physics = [], [], [], []
-        while True:
-            observation = timestep.observation
-            action = policy.action(observation)
-            physics.append(envs.physics_state(env))
-            timestep = env.step(action)
-            observations.append(observation)
-            actions.append(action)
-            rewards.append(timestep.reward)
-            policy.observe(observation, action, timestep.reward, timestep.discount, timestep.observation)
-            if timestep.last():
-                break
-        episodes.append(_trajectory(np.stack(observations), np.stack(actions), rewards, np.stack(physics),
-                                    timestep.observation, envs.physics_state(env), bool(timestep.discount == 0),
-                                    task, history, index))
+        episodes.append(play_episode(env, policy, history * episodes_per_history + index,
+                                     source=f"history {history} episode {index}", task=task, history=history))
     return episodes
 
 
