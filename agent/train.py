@@ -45,13 +45,19 @@ def action_loss(predictions: dict, actions, loss_mask):
 
 
 def init_state(model: AgenticTransformer, optim: OptimConfig, example: dict, seed: int) -> TrainState:
-    """Fresh parameters and optimiser state from ``seed`` (an example batch fixes the shapes)."""
-    key = jax.random.key(seed)
-    init_key, key = jax.random.split(key)
-    inputs = {k: example[k] for k in STEP_KEYS}
-    params = model.init({"params": init_key}, inputs)["params"]
-    return TrainState(params=params, opt_state=optim.optimizer().init(params), step=jnp.zeros((), jnp.int32),
-                      key=key)
+    """Fresh parameters and optimiser state from ``seed`` (an example batch fixes the shapes).
+
+    Compiled as one program: run eagerly, every primitive of the ring's shard_map and of remat would be
+    compiled on its own (hundreds of small compilations, most of a tiny run's time on a CPU).
+    """
+
+    def init(key, inputs):
+        init_key, key = jax.random.split(key)
+        params = model.init({"params": init_key}, inputs)["params"]
+        return TrainState(params=params, opt_state=optim.optimizer().init(params), step=jnp.zeros((), jnp.int32),
+                          key=key)
+
+    return jax.jit(init)(jax.random.key(seed), {k: example[k] for k in STEP_KEYS})
 
 
 def train_step(state: TrainState, batch: dict, *, model: AgenticTransformer, optim: OptimConfig):
