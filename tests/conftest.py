@@ -1,12 +1,27 @@
-"""Every test runs on 8 simulated CPU devices (set before JAX initialises its backend)."""
+"""Every test runs on 8 simulated CPU devices (set before JAX initialises its backend).
 
+The suite compiles the same small programs many times over (every tiny run compiles its train step,
+its initialisation and its decoding step), so it shares one persistent compilation cache, new for each
+session and removed after it: it changes no result, only how often XLA compiles. Subprocesses that tests
+start inherit it through the environment.
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MUJOCO_GL", "egl")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="ringrl-test-jax-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"  # the many tiny eager compiles are cheaper to redo
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import jax  # noqa: E402
 
