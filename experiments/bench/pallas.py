@@ -27,6 +27,8 @@ from __future__ import annotations
 import gc
 
 from experiments.bench import harness
+from experiments.bench.attention_timing import causal_flops, inputs, is_oom, measure
+from experiments.bench.pallas_sweep import tile_sweep_rows
 
 NAME = "pallas"
 # Sizes the interpreter finishes quickly on two CPU cores.
@@ -61,23 +63,6 @@ def _parser():
 # Timing.
 
 
-def _fwd_and_train(attention):
-    """Jitted forward, and jitted forward+backward (the VJP of every input)."""
-    import jax
-
-    def fwd_bwd(q, k, v, dout):
-        out, vjp = jax.vjp(attention, q, k, v)
-        return out, vjp(dout)
-
-    return jax.jit(attention), jax.jit(fwd_bwd)
-
-
-def causal_flops(batch, heads, seq, head_dim, *, backward: bool) -> float:
-    """FLOPs of causal attention: half of dense; forward+backward is 3.5x the forward."""
-    forward = 4.0 * batch * heads * seq * seq * head_dim / 2
-    return forward * (3.5 if backward else 1.0)
-
-
 def _attention_fns(gpu: bool, xla_chunk: int):
     import jax
 
@@ -94,29 +79,6 @@ def _attention_fns(gpu: bool, xla_chunk: int):
         return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn" if gpu else None)
 
     return {"pallas": pallas, "cudnn" if gpu else "jax.nn (xla, no GPU)": cudnn, "xla": xla}
-
-
-def inputs(args, seq, head_dim):
-    import jax
-    import jax.numpy as jnp
-
-    keys = jax.random.split(jax.random.key(seq + head_dim), 4)
-    kv_heads = args.kv_heads or args.heads
-    q_shape, kv_shape = (args.batch, seq, args.heads, head_dim), (args.batch, seq, kv_heads, head_dim)
-    return tuple(jax.random.normal(key, shape, jnp.bfloat16)
-                 for key, shape in zip(keys, (q_shape, kv_shape, kv_shape, q_shape)))
-
-
-def measure(name, attention, q, k, v, dout, repeats):
-    """(forward seconds, forward+backward seconds), or the error that stopped them."""
-    fwd, train = _fwd_and_train(attention)
-    try:
-        return (harness.median_seconds(lambda: fwd(q, k, v), repeats),
-                harness.median_seconds(lambda: train(q, k, v, dout), repeats))
-    except Exception as err:  # noqa: BLE001 - a backend that cannot run this shape is reported, not fatal
-        if _is_oom(err) or "cudnn" in name or "cuDNN" in str(err):
-            return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-        raise
 
 
 def attention_rows(args, gpu: bool):
@@ -196,11 +158,6 @@ def sharded_overhead_rows(args):
 # Largest Agentic Transformer context.
 
 
-def _is_oom(err: Exception) -> bool:
-    text = str(err)
-    return any(s in text for s in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "OOM"))
-
-
 def largest_agent_context(args, gpu: bool):
     """Doubling then bisection on trajectories in context until the train step no longer fits.
 
@@ -238,7 +195,7 @@ def largest_agent_context(args, gpu: bool):
                      "tokens_per_second": k * tokens_per_trajectory / seconds,
                      "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
         except Exception as err:  # noqa: BLE001 - only out-of-memory is an answer; anything else is raised
-            if not _is_oom(err):
+            if not is_oom(err):
                 raise
             trial = {"trajectories": k, "tokens": k * tokens_per_trajectory, "fits": False,
                      "error": str(err).splitlines()[0][:200]}
@@ -283,8 +240,6 @@ def main(argv=None):
     run.write(**sections)
     sections["sharded_overhead"] = sharded_overhead_rows(args)
     run.write(**sections)
-    from experiments.bench.pallas_sweep import tile_sweep_rows
-
     sections["tile_sweep"] = tile_sweep_rows(args, gpu)
     run.write(**sections)
     if not args.skip_agent:
@@ -295,7 +250,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    # Through the package's module, so that pallas_sweep's import of it finds this same module.
-    from experiments.bench.pallas import main as _main
-
-    _main()
+    main()

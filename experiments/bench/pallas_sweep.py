@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 
-from experiments.bench import pallas
+from experiments.bench.attention_timing import causal_flops, inputs, measure
 
 
 def kernel_attention(tiles, *, interpret: bool):
@@ -76,16 +76,16 @@ def tile_sweep_rows(args, gpu: bool):
         return rows
     print(f"\ntile sweep at seq {args.sweep_seq} (default first)")
     for head_dim in args.head_dims:
-        q, k, v, dout = pallas.inputs(args, args.sweep_seq, head_dim)
+        q, k, v, dout = inputs(args, args.sweep_seq, head_dim)
         for tiles in _candidates(head_dim, args.sweep_seq)[: args.sweep_max]:
             row = {"seq": args.sweep_seq, "head_dim": head_dim, "tiles": dataclasses.asdict(tiles)}
-            measured = pallas.measure("pallas", kernel_attention(tiles, interpret=not gpu), q, k, v, dout, args.repeats)
+            measured = measure("pallas", kernel_attention(tiles, interpret=not gpu), q, k, v, dout, args.repeats)
             if isinstance(measured, str):
                 row["error"] = measured
             else:
-                row |= {"fwd_tflops": pallas.causal_flops(args.batch, args.heads, args.sweep_seq, head_dim, backward=False)
+                row |= {"fwd_tflops": causal_flops(args.batch, args.heads, args.sweep_seq, head_dim, backward=False)
                         / measured[0] / 1e12,
-                        "fwd_bwd_tflops": pallas.causal_flops(args.batch, args.heads, args.sweep_seq, head_dim,
+                        "fwd_bwd_tflops": causal_flops(args.batch, args.heads, args.sweep_seq, head_dim,
                                                        backward=True) / measured[1] / 1e12}
             rows.append(row)
             text = row.get("error") or f"fwd {row['fwd_tflops']:7.1f} TF/s  fwd+bwd {row['fwd_bwd_tflops']:7.1f} TF/s"
