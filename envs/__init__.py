@@ -8,15 +8,16 @@
 Simulators (dm_control, mujoco, gymnasium) and renderers are imported only when first needed.
 """
 
-from envs.batch import BatchEnv, BatchStep, make_batch
+from envs.batch import BatchEnv, BatchStep, TaskInObservation
 from envs.dm_env_to_gymnasium import to_gymnasium
 from envs.gymnasium_to_dm_env import GymnasiumToDmEnv
-from envs.make import TaskEnv, make
-from envs.registry import TaskSpec, canonical_name, list_tasks, task_set, task_spec
+from envs.make import TaskEnv, make, make_batch
+from envs.registry import SUCCESS_REWARD, TaskSpec, canonical_name, list_tasks, task_set, task_spec
 from envs.relabel import Relabeler, physics_state, relabel_rewards
 from envs.video import FrameRenderer, RenderingUnavailableError, record_episodes, write_video
 
 __all__ = [
+    "SUCCESS_REWARD",
     "BatchEnv",
     "BatchStep",
     "FrameRenderer",
@@ -24,6 +25,7 @@ __all__ = [
     "Relabeler",
     "RenderingUnavailableError",
     "TaskEnv",
+    "TaskInObservation",
     "TaskSpec",
     "canonical_name",
     "list_tasks",

@@ -166,6 +166,45 @@ class BatchEnv:
             env.close()
 
 
+class TaskInObservation:
+    """A batch of hidden-task environments whose observations end with each environment's task parameter.
+
+    What the oracle baseline is told; every other agent learns the task only from rewards. Everything
+    but the observations (and their spec) is the wrapped batch's.
+
+    Args:
+      batch: a `BatchEnv` (or its array twin) of a hidden-task family.
+
+    Raises:
+      ValueError: naming `batch` when its task is not hidden.
+    """
+
+    def __init__(self, batch):
+        tasks = batch.task_parameters
+        if tasks is None:
+            raise ValueError("batch: its task is not hidden, so there is no task parameter to observe")
+        self._batch, self._tasks = batch, np.asarray(tasks, np.float32)
+
+    def __getattr__(self, name: str):
+        return getattr(self._batch, name)
+
+    def _observed(self, observations) -> np.ndarray:
+        return np.concatenate([observations, self._tasks], axis=1)
+
+    def observation_spec(self):
+        from dm_env import specs
+
+        inner = self._batch.observation_spec()
+        return specs.Array((inner.shape[0] + self._tasks.shape[1],), np.float32, name="observation_and_task")
+
+    def reset(self, mask=None) -> np.ndarray:
+        return self._observed(self._batch.reset(mask))
+
+    def step(self, actions) -> BatchStep:
+        step = self._batch.step(actions)
+        return step._replace(observation=self._observed(step.observation))
+
+
 def env_seeds(seed: int, num_envs: int) -> list[int]:
     """Independent per-environment seeds derived from one seed (via `np.random.SeedSequence`).
 
@@ -178,50 +217,3 @@ def env_seeds(seed: int, num_envs: int) -> list[int]:
     """
     children = np.random.SeedSequence(seed).spawn(num_envs)
     return [int(c.generate_state(1)[0] % (2**31)) for c in children]
-
-
-def make_batch(name: str, num_envs: int, *, seed: int, action_repeat: int = 1, tasks=None):
-    """Builds `num_envs` environments of one task, seeded independently from `seed`.
-
-    Args:
-      name: a task from `envs.list_tasks()`.
-      num_envs: number of environments, at least 1.
-      seed: non-negative integer; environment i gets `env_seeds(seed, num_envs)[i]` (for a
-        hidden-task family that seed also draws its task).
-      action_repeat: as in `envs.make`.
-      tasks: hidden-task families only: float [num_envs, task_dim], environment i's task parameter
-        (e.g. rows of `envs.task_set(name)`), instead of drawing it from its seed.
-
-    Returns:
-      A `BatchEnv`, or for the point_nav tasks its array twin `envs.point_nav.PointNavBatch` (same
-      interface and semantics; `envs` are read-only views there).
-
-    Raises:
-      ValueError: naming `num_envs`, `tasks` (or what `envs.make` rejects) when invalid.
-    """
-    from envs import registry
-    from envs.make import _check_seed, make
-
-    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-        raise ValueError(f"num_envs: expected a positive integer, got {num_envs!r}")
-    _check_seed(seed)
-    spec = registry.task_spec(name)
-    if tasks is not None:
-        if not spec.hidden:
-            raise ValueError(f"tasks: {spec.name!r} is not a hidden-task family; it takes no task parameters")
-        tasks = np.asarray(tasks, dtype=np.float64)
-        if tasks.shape != (num_envs, spec.task_dim):
-            raise ValueError(f"tasks: expected shape {(num_envs, spec.task_dim)}, got {tasks.shape}")
-    seeds = env_seeds(int(seed), int(num_envs))
-    if spec.kind == registry.NUMPY:
-        from envs import point_nav
-
-        if not isinstance(action_repeat, (int, np.integer)) or action_repeat < 1:
-            raise ValueError(f"action_repeat: must be a positive integer, got {action_repeat!r}")
-        if tasks is None:
-            goals = np.stack([point_nav.draw_task(spec.task, s) for s in seeds])
-        else:
-            goals = np.stack([point_nav.check_goal(t) for t in tasks])
-        return point_nav.PointNavBatch(spec, goals, int(action_repeat))
-    return BatchEnv([make(name, seed=s, action_repeat=action_repeat, task=None if tasks is None else tasks[i])
-                     for i, s in enumerate(seeds)])

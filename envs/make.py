@@ -1,4 +1,5 @@
-"""`envs.make`: task name to `dm_env.Environment` (flat float32 observations, actions in [-1, 1])."""
+"""`envs.make` and `envs.make_batch`: task name to `dm_env.Environment` (flat float32 observations, actions
+in [-1, 1]), or to a batch of them stepped together."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dm_env
 import numpy as np
 
 from envs import registry, wrappers
+from envs.batch import BatchEnv, TaskInObservation, env_seeds
 
 
 class TaskEnv(wrappers.Wrapper):
@@ -125,3 +127,55 @@ def make(name: str, *, seed: int, action_repeat: int = 1, task=None) -> TaskEnv:
         env = wrappers.ActionRepeat(env, int(action_repeat))
     env = wrappers.RescaleActions(env)
     return TaskEnv(env, spec, int(action_repeat))
+
+
+def make_batch(name: str, num_envs: int, *, seed: int, action_repeat: int = 1, tasks=None,
+               observe_task: bool = False):
+    """Builds `num_envs` environments of one task, seeded independently from `seed`.
+
+    Args:
+      name: a task from `envs.list_tasks()`.
+      num_envs: number of environments, at least 1.
+      seed: non-negative integer; environment i gets `env_seeds(seed, num_envs)[i]` (for a
+        hidden-task family that seed also draws its task).
+      action_repeat: as in `envs.make`.
+      tasks: hidden-task families only: float [num_envs, task_dim], environment i's task parameter
+        (e.g. rows of `envs.task_set(name)`), instead of drawing it from its seed.
+      observe_task: hidden-task families only: append each environment's task parameter to its
+        observations (`envs.batch.TaskInObservation`, the oracle baseline's view).
+
+    Returns:
+      A `BatchEnv`, or for the point_nav tasks its array twin `envs.point_nav.PointNavBatch` (same
+      interface and semantics; `envs` are read-only views there); with `observe_task`, wrapped in
+      `envs.batch.TaskInObservation`.
+
+    Raises:
+      ValueError: naming `num_envs`, `tasks` (or what `envs.make` rejects) when invalid.
+    """
+    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ValueError(f"num_envs: expected a positive integer, got {num_envs!r}")
+    _check_seed(seed)
+    spec = registry.task_spec(name)
+    if observe_task and not spec.hidden:
+        raise ValueError(f"observe_task: {spec.name!r} is not a hidden-task family; it has no task to observe")
+    if tasks is not None:
+        if not spec.hidden:
+            raise ValueError(f"tasks: {spec.name!r} is not a hidden-task family; it takes no task parameters")
+        tasks = np.asarray(tasks, dtype=np.float64)
+        if tasks.shape != (num_envs, spec.task_dim):
+            raise ValueError(f"tasks: expected shape {(num_envs, spec.task_dim)}, got {tasks.shape}")
+    seeds = env_seeds(int(seed), int(num_envs))
+    if spec.kind == registry.NUMPY:
+        from envs import point_nav
+
+        if not isinstance(action_repeat, (int, np.integer)) or action_repeat < 1:
+            raise ValueError(f"action_repeat: must be a positive integer, got {action_repeat!r}")
+        if tasks is None:
+            goals = np.stack([point_nav.draw_task(spec.task, s) for s in seeds])
+        else:
+            goals = np.stack([point_nav.check_goal(t) for t in tasks])
+        batch = point_nav.PointNavBatch(spec, goals, int(action_repeat))
+    else:
+        batch = BatchEnv([make(name, seed=s, action_repeat=action_repeat, task=None if tasks is None else tasks[i])
+                          for i, s in enumerate(seeds)])
+    return TaskInObservation(batch) if observe_task else batch

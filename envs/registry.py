@@ -17,6 +17,10 @@ from typing import Literal
 DM_CONTROL = "dm_control"
 GYMNASIUM = "gymnasium"
 NUMPY = "numpy"
+# Hidden-task families: a step reward of at least this means the hidden task was found (an episode with one
+# such step is a success). point_nav's rewards are 0 or 1; the maze's tolerance reward is positive, if tiny,
+# almost everywhere, and at least 0.5 only near the target.
+SUCCESS_REWARD = 0.5
 
 
 @dataclasses.dataclass(frozen=True)

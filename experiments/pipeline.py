@@ -35,7 +35,7 @@ def load_episodes(data: DataConfig):
 def make_data(data: DataConfig) -> None:
     """Writes the histories ``data.make`` names under ``data.root`` unless they are there already (each file
     atomically; a rerun completes an interrupted one; data made with other settings is refused)."""
-    from experiments.collection.demonstrators import write_dataset
+    from experiments.collection.histories import write_dataset
 
     if data.format != "exorl":
         raise ValueError(f"data.make={data.make!r} writes ExoRL files; data.format is {data.format!r}")

@@ -6,6 +6,7 @@ import pytest
 import datasets
 import envs
 from experiments.collection import demonstrators as demo
+from experiments.collection import histories as histories_lib
 
 NAV = "point_nav_hidden"
 
@@ -15,12 +16,12 @@ def _nearest_goal(position, goals):
 
 
 def _success(episode):
-    return bool(np.max(episode.rewards) >= demo.SUCCESS_REWARD)  # point_nav: any reward at all
+    return bool(np.max(episode.rewards) >= envs.SUCCESS_REWARD)  # point_nav: any reward at all
 
 
 def test_searcher_tries_distinct_goals_until_rewarded_then_returns_to_the_found_one():
     goals = envs.task_set(NAV)
-    histories = demo.run_histories(NAV, demo.SystematicSearcher(NAV, 1, 12, noise_max=0.15), range(80), 12, 1)
+    histories = histories_lib.run_histories(NAV, demo.SystematicSearcher(NAV, 1, 12, noise_max=0.15), range(80), 12, 1)
     after_found = []
     for history in histories:
         guesses = [_nearest_goal(e.final_observation, goals) for e in history]  # where each episode ended
@@ -63,10 +64,10 @@ def test_searcher_knows_the_task_only_through_observed_rewards():
 
 @pytest.mark.parametrize("source", ["searcher", "ad_eps", "random"])
 def test_array_rollouts_equal_single_environment_rollouts(source):
-    fast = demo.run_histories(NAV, demo.make_source(source, NAV, 3, 4), [0, 5, 2], 4, 3)
+    fast = histories_lib.run_histories(NAV, demo.make_source(source, NAV, 3, 4), [0, 5, 2], 4, 3)
     for history, episodes in zip([0, 5, 2], fast):
         env = envs.make(NAV, seed=demo.history_seed(3, history))
-        simple = demo.run_history(env, demo.make_source(source, NAV, 3, 4), history, 4)
+        simple = histories_lib.run_history(env, demo.make_source(source, NAV, 3, 4), history, 4)
         for a, b in zip(episodes, simple):
             for name in ("observations", "actions", "rewards", "physics", "final_observation", "final_physics",
                          "task"):
@@ -75,16 +76,16 @@ def test_array_rollouts_equal_single_environment_rollouts(source):
 
 
 def test_deterministic_given_seed_history_and_episode():
-    a = demo.run_histories(NAV, demo.make_source("searcher", NAV, 7, 6), [0, 1, 2, 3], 6, 7)
-    b = demo.run_histories(NAV, demo.make_source("searcher", NAV, 7, 6), [3, 1], 6, 7)
+    a = histories_lib.run_histories(NAV, demo.make_source("searcher", NAV, 7, 6), [0, 1, 2, 3], 6, 7)
+    b = histories_lib.run_histories(NAV, demo.make_source("searcher", NAV, 7, 6), [3, 1], 6, 7)
     for episode_a, episode_b in zip(a[3], b[0]):  # the same history alone or in another batch
         np.testing.assert_array_equal(episode_a.actions, episode_b.actions)
-    c = demo.run_histories(NAV, demo.make_source("searcher", NAV, 8, 6), [3], 6, 8)
+    c = histories_lib.run_histories(NAV, demo.make_source("searcher", NAV, 8, 6), [3], 6, 8)
     assert not np.array_equal(a[3][0].actions, c[0][0].actions)
 
 
 def test_replay_continues_a_history_as_if_uninterrupted():
-    histories = demo.run_histories(NAV, demo.make_source("searcher", NAV, 2, 6), [0, 1], 6, 2)
+    histories = histories_lib.run_histories(NAV, demo.make_source("searcher", NAV, 2, 6), [0, 1], 6, 2)
     played = histories[0] + histories[1]
     resumed = demo.make_source("searcher", NAV, 2, 6)
     resumed.replay(played[:8])  # history 1 up to its episode 2
@@ -109,11 +110,11 @@ def test_annealed_expert_schedule_and_oracle():
         expert.begin_episode(episode)
         rates.append(expert.stats()["epsilon"])
     np.testing.assert_allclose(rates, [0.8, 0.6, 0.4, 0.2, 0.0])
-    oracle = demo.run_histories(NAV, demo.make_source("oracle", NAV, 0, 12), range(100), 12, 0)
+    oracle = histories_lib.run_histories(NAV, demo.make_source("oracle", NAV, 0, 12), range(100), 12, 0)
     returns = np.array([[e.total_return for e in h] for h in oracle])
     assert (returns == returns[:, :1]).all() and returns.min() >= 12  # straight there, every time
-    annealed = demo.run_histories(NAV, demo.make_source("ad_eps", NAV, 0, 12), range(100), 12, 0)
-    curve = demo.episode_index_curve([e for h in annealed for e in h], 12)
+    annealed = histories_lib.run_histories(NAV, demo.make_source("ad_eps", NAV, 0, 12), range(100), 12, 0)
+    curve = histories_lib.episode_index_curve([e for h in annealed for e in h], 12)
     assert curve["success"][0] < 0.1 and curve["success"][-1] == 1.0
     np.testing.assert_array_equal([h[-1].total_return for h in annealed], returns[:, -1])  # ε = 0: the oracle
     assert np.all(np.diff(curve["mean_return"][::3]) > 0)  # improves along the history
@@ -121,7 +122,7 @@ def test_annealed_expert_schedule_and_oracle():
 
 def test_maze_searcher_finds_the_hidden_target():
     env = envs.make("point_mass_maze_reach_hidden", seed=demo.history_seed(0, 4))
-    episodes = demo.run_history(env, demo.SystematicSearcher("point_mass_maze_reach_hidden", 0, 5), 4, 5)
+    episodes = histories_lib.run_history(env, demo.SystematicSearcher("point_mass_maze_reach_hidden", 0, 5), 4, 5)
     targets = envs.task_set("point_mass_maze_reach_hidden")
     ends = [_nearest_goal(e.final_observation[:2], targets) for e in episodes]
     successes = [_success(e) for e in episodes]
@@ -136,7 +137,7 @@ def test_maze_searcher_finds_the_hidden_target():
 
 
 def test_write_dataset_reads_back_groups_by_task_and_resumes(tmp_path):
-    buffer = demo.write_dataset(tmp_path, source="searcher", num_histories=6, episodes_per_history=4, seed=5)
+    buffer = histories_lib.write_dataset(tmp_path, source="searcher", num_histories=6, episodes_per_history=4, seed=5)
     assert buffer == tmp_path / "point_nav" / "searcher" / "buffer"
     assert sorted(p.name for p in buffer.iterdir()) == sorted(f"episode_{i}_20.npz" for i in range(24))
     episodes = datasets.read_episodes(tmp_path / "point_nav" / "searcher", task=NAV)  # relabelled from physics
@@ -154,10 +155,10 @@ def test_write_dataset_reads_back_groups_by_task_and_resumes(tmp_path):
     assert batch["mask"].all() and batch["target_return"].shape == (16,)
     (buffer / "episode_9_20.npz").unlink()
     (buffer / "episode_23_20.npz").unlink()
-    demo.write_dataset(tmp_path, source="searcher", num_histories=6, episodes_per_history=4, seed=5)
+    histories_lib.write_dataset(tmp_path, source="searcher", num_histories=6, episodes_per_history=4, seed=5)
     again = datasets.read_episodes(buffer)
     assert len(again) == 24
     for a, b in zip(again, stored):
         np.testing.assert_array_equal(a.actions, b.actions)
     with pytest.raises(ValueError, match="seed"):
-        demo.write_dataset(tmp_path, source="searcher", num_histories=6, episodes_per_history=4, seed=6)
+        histories_lib.write_dataset(tmp_path, source="searcher", num_histories=6, episodes_per_history=4, seed=6)

@@ -212,3 +212,21 @@ def test_nav_through_the_gymnasium_adapter_draws_the_task_from_the_reset_seed():
         if terminated or truncated:
             break
     assert steps == 20 and truncated and not terminated
+
+
+@pytest.mark.parametrize("name", ["point_nav_hidden_heldout", "point_mass_maze_reach_hidden"])
+def test_the_oracle_observes_the_task_and_nothing_else_changes(name):
+    plain = envs.make_batch(name, 3, seed=11)
+    told = envs.make_batch(name, 3, seed=11, observe_task=True)
+    tasks = plain.task_parameters.astype(np.float32)
+    obs_dim = plain.observation_spec().shape[0]
+    assert told.observation_spec().shape == (obs_dim + tasks.shape[1],)
+    np.testing.assert_array_equal(told.reset(), np.concatenate([plain.reset(), tasks], axis=1))
+    actions = np.random.default_rng(0).uniform(-1, 1, (3, 2)).astype(np.float32)
+    a, b = plain.step(actions), told.step(actions)
+    np.testing.assert_array_equal(b.observation, np.concatenate([a.observation, tasks], axis=1))
+    np.testing.assert_array_equal(b.reward, a.reward)
+    np.testing.assert_array_equal(told.task_parameters, plain.task_parameters)
+    assert told.episode_length == plain.episode_length and told.num_envs == 3
+    with pytest.raises(ValueError, match="observe_task: 'cartpole_swingup' is not a hidden-task family"):
+        envs.make_batch("cartpole_swingup", 2, seed=0, observe_task=True)

@@ -296,7 +296,7 @@ def collect(config: CollectConfig) -> dict:
 def _collect_histories(config: CollectConfig) -> dict:
     """A hidden-task family: histories of a scripted demonstrator, one hidden task each, with the task
     parameter and history index stored in every episode file (``demonstrators.write_dataset``)."""
-    from experiments.collection.demonstrators import write_dataset
+    from experiments.collection.histories import write_dataset
 
     write_dataset(config.out, task=config.task, source=config.policy, algo=config.algo_name, seed=config.seed,
                   num_histories=config.episodes // config.episodes_per_history,

@@ -9,7 +9,7 @@ Two sources, each driven through the collector's policy protocol (``begin_episod
 
 - ``SystematicSearcher``: knows the family's goal set, never the true goal. Within a history each episode
   heads to a goal it has not tried yet (a random order per history) until an episode is rewarded
-  (a reward >= ``SUCCESS_REWARD``); from the next episode on it heads to the found goal: the goal
+  (a reward >= ``envs.SUCCESS_REWARD``); from the next episode on it heads to the found goal: the goal
   nearest to where the episode's largest reward was last observed (the guess itself, or a goal the path
   crossed). It learns all this only from what ``observe`` hands it (rewards, observations). Gaussian
   action noise of a standard deviation drawn per history from U(0, noise_max), in units of the largest
@@ -19,33 +19,23 @@ Two sources, each driven through the collector's policy protocol (``begin_episod
   the history from ``eps_max`` (first episode) to 0 (last episode). With ``eps_max=0`` it is the oracle.
 
 Every random draw is keyed by ``(seed, purpose, history[, episode in history])``, so a history is the
-same however a run was split. ``write_dataset`` writes a whole dataset in ExoRL format with the task
-parameter and history index stored per episode. NumPy only.
-
-    python -m experiments.collection.demonstrators --histories 600    # the in-context curves of the data
+same however a run was split. :mod:`experiments.collection.histories` plays them and writes whole
+datasets. NumPy only.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-import datasets
 import envs
-from experiments.collection.episode import play_episode
 
-__all__ = ["SystematicSearcher", "AnnealedExpert", "UniformRandom", "history_seed", "run_history",
-           "run_histories", "make_source", "write_dataset", "episode_index_curve", "controller_for"]
+__all__ = ["SystematicSearcher", "AnnealedExpert", "UniformRandom", "Source", "history_seed", "make_source",
+           "controller_for"]
 
 _ORDER, _NOISE, _STEP, _ENV = range(4)  # random streams, one per purpose
 WAYPOINT_TOLERANCE = 0.05  # maze: metres from a waypoint at which the next one is targeted
-# A step is rewarded (an episode a success) at this reward: for point_nav's 0/1 rewards that is reward > 0;
-# the maze's tolerance reward is positive (if tiny) almost everywhere, and >= 0.5 near the target only.
-SUCCESS_REWARD = 0.5
 
 
 def history_seed(seed: int, history: int) -> int:
@@ -208,7 +198,7 @@ class SystematicSearcher(_Demonstrator):
         if self._best is None:
             return
         reward, position = self._best
-        new = (self.found < 0) & (reward >= SUCCESS_REWARD)
+        new = (self.found < 0) & (reward >= envs.SUCCESS_REWARD)
         nearest = np.argmin(np.linalg.norm(self.goals[None] - position[:, None], axis=-1), axis=1)
         self.found = np.where(new, nearest, self.found)
 
@@ -297,81 +287,6 @@ class UniformRandom(_Demonstrator):
         return {}
 
 
-def _trajectory(observations, actions, rewards, physics, final_observation, final_physics, terminal: bool,
-                task, history: int, index: int) -> datasets.Trajectory:
-    last = np.arange(len(rewards)) == len(rewards) - 1
-    return datasets.Trajectory(
-        observations=observations, actions=actions, rewards=np.asarray(rewards, np.float32),
-        terminals=last & terminal, timeouts=last & (not terminal), physics=physics,
-        final_observation=final_observation, final_physics=final_physics,
-        source=f"history {history} episode {index}", task=task, history=history)
-
-
-def run_history(env, policy, history: int, episodes_per_history: int) -> list[datasets.Trajectory]:
-    """Plays one history: ``episodes_per_history`` episodes on ``env`` (one task), each from a reset.
-
-    The simple twin of ``run_histories`` (which plays many point_nav histories as arrays), and the way
-    to play the dm_control maze.
-
-    Args:
-        env: an ``envs.make`` environment of a hidden-task family, seeded for this history.
-        policy: a demonstrator (``set_task`` is called for task-aware ones).
-        history: the history's index (episodes are numbered ``history * episodes_per_history + i``).
-        episodes_per_history: episodes to play.
-
-    Returns:
-        The episodes, each with physics states, ``task`` and ``history``.
-    """
-    task = env.task_parameter
-    if hasattr(policy, "set_task"):
-        policy.set_task(task)
-    episodes = []
-    for index in range(episodes_per_history):
-        episodes.append(play_episode(env, policy, history * episodes_per_history + index,
-                                     source=f"history {history} episode {index}", task=task, history=history))
-    return episodes
-
-
-def run_histories(task: str, policy, histories, episodes_per_history: int, seed: int) -> list[list]:
-    """Plays many point_nav histories in lockstep on arrays (``envs.point_nav.PointNavBatch``).
-
-    History ``h`` runs on the task ``envs.make(task, seed=history_seed(seed, h))`` draws, exactly as
-    ``run_history`` on that environment would (tests hold the two equal).
-
-    Returns:
-        One list of ``episodes_per_history`` trajectories per history, in the order of ``histories``.
-    """
-    from envs import point_nav
-
-    spec = envs.task_spec(task)
-    if spec.kind != "numpy":
-        raise ValueError(f"task: {spec.name!r} is not a NumPy task; play it with run_history")
-    histories = np.asarray(histories, np.int64)
-    goals = np.stack([point_nav.draw_task(spec.task, history_seed(seed, int(h))) for h in histories])
-    batch = point_nav.PointNavBatch(spec, goals)
-    if hasattr(policy, "set_tasks"):
-        policy.set_tasks(goals)
-    steps, n = batch.episode_length, len(histories)
-    out = [[] for _ in range(n)]
-    for index in range(episodes_per_history):
-        policy.begin_episodes(histories, index)
-        observations = np.empty((steps + 1, n, spec.obs_dim), np.float32)
-        actions = np.empty((steps, n, spec.action_dim), np.float32)
-        rewards = np.empty((steps, n), np.float32)
-        physics = np.empty((steps + 1, n, spec.physics_dim))
-        observations[0], physics[0] = batch.reset(), batch.physics_states()
-        for t in range(steps):
-            actions[t] = policy.actions(observations[t])
-            step = batch.step(actions[t])
-            observations[t + 1], rewards[t], physics[t + 1] = step.observation, step.reward, batch.physics_states()
-            policy.observe_steps(step.reward, step.observation)
-        for row, history in enumerate(histories):
-            out[row].append(_trajectory(observations[:-1, row], actions[:, row], rewards[:, row], physics[:-1, row],
-                                        observations[-1, row], physics[-1, row], False, goals[row], int(history),
-                                        index))
-    return out
-
-
 Source = Literal["searcher", "ad_eps", "oracle", "random"]
 
 
@@ -387,116 +302,3 @@ def make_source(source: Source, task: str, seed: int, episodes_per_history: int,
     if source == "random":
         return UniformRandom(task, seed, episodes_per_history)
     raise ValueError(f"source: expected 'searcher', 'ad_eps', 'oracle' or 'random', got {source!r}")
-
-
-def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: Source = "searcher",
-                  num_histories: int = 600, episodes_per_history: int = 12, seed: int = 0, algo: str | None = None,
-                  noise_max: float = 0.15, eps_max: float = 1.0, chunk: int = 1000) -> Path:
-    """Writes ``num_histories`` histories of a demonstrator, each on its own task, in ExoRL format.
-
-    Files: ``<root>/<domain>/<algo>/buffer/episode_<i>_<T>.npz`` with the keys ``task`` (the hidden task
-    parameter) and ``history`` besides ExoRL's own, and ``<root>/<domain>/<algo>/demonstrators.json`` (the
-    settings). Every file is written atomically; a rerun with the same settings skips the histories
-    already complete on disk and rewrites incomplete ones identically (a different setting is refused).
-
-    Args:
-        root: the ExoRL root.
-        task: the hidden-task family; each history's task is drawn from its seed (train goals for
-            ``point_nav_hidden``).
-        source: "searcher", "ad_eps", "oracle" or "random".
-        num_histories, episodes_per_history: the dataset's size.
-        seed: the run's seed (tasks, guess orders, noise).
-        algo: the directory name (default: ``source``).
-        noise_max: the searcher's largest noise standard deviation.
-        eps_max: ADε's first-episode random-action rate.
-        chunk: point_nav histories played together as arrays (memory only; the data do not depend on it).
-
-    Returns:
-        The buffer directory.
-    """
-    spec = envs.task_spec(task)
-    if not spec.hidden:
-        raise ValueError(f"task: {spec.name!r} is not a hidden-task family")
-    if num_histories < 1:
-        raise ValueError(f"num_histories: must be positive, got {num_histories}")
-    algo = algo or source
-    directory = Path(root) / spec.domain / algo
-    buffer = directory / "buffer"
-    buffer.mkdir(parents=True, exist_ok=True)
-    settings = {"task": spec.name, "source": source, "episodes_per_history": episodes_per_history, "seed": seed,
-                "noise_max": noise_max, "eps_max": eps_max}
-    settings_path = directory / "demonstrators.json"
-    if settings_path.exists():
-        stored = json.loads(settings_path.read_text())
-        for name, value in settings.items():
-            if stored.get(name) != value:
-                raise ValueError(f"{name}: {value!r} differs from {stored.get(name)!r} of the data in {directory}")
-    else:
-        from datasets.atomic import atomic_path
-
-        with atomic_path(settings_path) as temporary:
-            temporary.write_text(json.dumps(settings, indent=1) + "\n")
-    on_disk = {datasets.exorl.parse_name(path)[0] for path in buffer.glob("episode_*.npz")}
-    todo = [h for h in range(num_histories)
-            if not all(h * episodes_per_history + i in on_disk for i in range(episodes_per_history))]
-    policy = make_source(source, spec.name, seed, episodes_per_history, noise_max=noise_max, eps_max=eps_max)
-    if spec.kind == "numpy":  # arrays over many histories at once
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
-            for history, episodes in zip(part, run_histories(spec.name, policy, part, episodes_per_history, seed)):
-                datasets.exorl.save(root, spec.domain, algo, episodes, first_index=history * episodes_per_history)
-        return buffer
-    env = envs.make(spec.name, seed=history_seed(seed, 0))
-    for history in todo:
-        env.reseed(history_seed(seed, history))  # a new history: a new task
-        episodes = run_history(env, policy, history, episodes_per_history)
-        datasets.exorl.save(root, spec.domain, algo, episodes, first_index=history * episodes_per_history)
-    return buffer
-
-
-def episode_index_curve(trajectories, episodes_per_history: int) -> dict[str, np.ndarray]:
-    """Mean return and success rate (a reward >= ``SUCCESS_REWARD``) per episode index within a history.
-
-    Args:
-        trajectories: episodes in dataset order (episode e is index e % episodes_per_history).
-        episodes_per_history: episodes of one history.
-
-    Returns:
-        ``{"mean_return": float64 [n], "success": float64 [n], "histories": int}``.
-    """
-    returns = np.array([t.total_return for t in trajectories]).reshape(-1, episodes_per_history)
-    success = np.array([float(np.max(t.rewards) >= SUCCESS_REWARD) for t in trajectories]).reshape(
-        -1, episodes_per_history)
-    return {"mean_return": returns.mean(axis=0), "success": success.mean(axis=0), "histories": returns.shape[0]}
-
-
-def _measure(histories: int, per_history: int, task: str, seed: int, out: Path) -> None:
-    import time
-
-    print(f"{task}: {histories} histories x {per_history} episodes, seed {seed}; per episode index within a "
-          "history: mean return / success rate")
-    for source in ("random", "searcher", "ad_eps", "oracle"):
-        start, cpu = time.perf_counter(), time.process_time()
-        buffer = write_dataset(out, task=task, source=source, num_histories=histories,
-                               episodes_per_history=per_history, seed=seed)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        curve = episode_index_curve(datasets.read_episodes(buffer.parent), per_history)
-        cells = "  ".join(f"{r:5.2f}/{s:.2f}" for r, s in zip(curve["mean_return"], curve["success"]))
-        print(f"{source:8s} written in {seconds:5.1f} s ({cpu:5.1f} s CPU)  {cells}")
-
-
-if __name__ == "__main__":
-    import tempfile
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--histories", type=int, default=600)
-    parser.add_argument("--episodes-per-history", type=int, default=12)
-    parser.add_argument("--task", default="point_nav_hidden")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="keep the datasets here (default: a temp dir)")
-    args = parser.parse_args()
-    if args.out is None:
-        with tempfile.TemporaryDirectory() as temporary:
-            _measure(args.histories, args.episodes_per_history, args.task, args.seed, Path(temporary))
-    else:
-        _measure(args.histories, args.episodes_per_history, args.task, args.seed, args.out)
