@@ -114,6 +114,22 @@ class ModelConfig:
         """Index within a step of the token whose output predicts the step's action."""
         return 0 if self.token_layout == "fused" else self.modalities.index("state")
 
+    def fitting_steps(self, steps: int, ring_size: int = 1) -> int:
+        """The least context length >= ``steps`` (in steps) that the attention accepts.
+
+        Its tokens divide over the ring's ``ring_size`` devices (two pieces each for zigzag), and each
+        device's block into the attention's chunks (a block shorter than a chunk is one chunk).
+        """
+        pieces = ring_size * (2 if ring_size > 1 and self.layout == "zigzag" else 1)
+        candidate = steps
+        while True:
+            tokens = candidate * self.tokens_per_step
+            block = tokens // ring_size
+            if tokens % pieces == 0 and all(block <= c or block % c == 0
+                                            for c in (self.query_chunk_size, self.key_chunk_size)):
+                return candidate
+            candidate += 1
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:

@@ -9,7 +9,10 @@ slots nobody has read.
 
 ``recompute=True`` runs the whole context through the model at every step instead (the simple twin of
 the cache, for tests; it needs environments that stay in lock step). ``window=K`` conditions on only the
-last K steps (Decision Transformer's evaluation), recomputed at every step.
+last K steps (Decision Transformer's evaluation), and ``trial_window=k`` on only the current trial and the
+k - 1 before it, renumbered 0..k-1 (a model trained on k trajectories, evaluated over more trials); both
+recompute their context at every step. A recomputed context has one fixed length (real steps first,
+zeros after them, which a causal model never reads), so it compiles once, not once per length.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class InContextPolicy:
       target_return: the return the policy is asked for.
       recompute: use full recomputation instead of the KV cache.
       window: condition on only the last this many steps (implies recomputation).
+      trial_window: condition on only the last this many trials, the current one included (implies
+        recomputation; environments must stay in lock step).
       sample: draw each action from the head's distribution (``agent.heads.sample_actions``) instead of
         playing its most likely action; draws use ``fold_in(key(seed), call)``.
       seed: the sampling seed.
@@ -42,30 +47,38 @@ class InContextPolicy:
 
     def __init__(self, model: AgenticTransformer, params, *, num_envs: int, obs_dim: int, episode_length: int,
                  num_trials: int, target_return: float, recompute: bool = False, window: int | None = None,
-                 sample: bool = False, seed: int = 0):
+                 trial_window: int | None = None, sample: bool = False, seed: int = 0):
         cfg = model.config
         if episode_length > cfg.max_timestep:
             raise ValueError(f"episode_length={episode_length} exceeds the model's max_timestep={cfg.max_timestep}")
-        if num_trials > cfg.max_trajectories:
-            raise ValueError(f"num_trials={num_trials} exceeds the model's max_trajectories={cfg.max_trajectories}")
         self.model, self.params, self.num_envs = model, params, num_envs
         if window is not None and window < 1:
             raise ValueError(f"window={window} must be a positive number of steps")
-        self.target_return, self.recompute, self.window = float(target_return), recompute or window is not None, window
+        if trial_window is not None and trial_window < 1:
+            raise ValueError(f"trial_window={trial_window} must be a positive number of trials")
+        in_context = num_trials if trial_window is None else min(num_trials, trial_window)
+        if in_context > cfg.max_trajectories:
+            name = "num_trials" if trial_window is None else "trial_window"
+            raise ValueError(f"{name}={in_context} exceeds the model's max_trajectories={cfg.max_trajectories}")
+        self.target_return, self.window, self.trial_window = float(target_return), window, trial_window
+        self.recompute = recompute or window is not None or trial_window is not None
+        ring = model.mesh.shape["sp"] if cfg.attention == "ring" and model.mesh is not None else 1
+        self.context_steps = cfg.fitting_steps(window if window is not None else in_context * episode_length, ring)
         self.obs_dim, self.action_dim = obs_dim, model.action_dim
-        tokens = num_trials * episode_length * cfg.tokens_per_step
+        tokens = in_context * episode_length * cfg.tokens_per_step
         shards = model.mesh.shape["sp"] if model.mesh is not None else 1
         self.max_tokens = -(-tokens // shards) * shards
         self.sample, self._key, self._calls = sample, jax.random.key(seed), 0
         self._decode = jax.jit(self._decode_fn, static_argnames=("window",), donate_argnums=(1,))
         self._full = jax.jit(self._full_fn)
-        self.cache = init_cache(model.stack(decoding=True), num_envs, self.max_tokens)
+        self.cache = None if self.recompute else init_cache(model.stack(decoding=True), num_envs, self.max_tokens)
         if model.mesh is not None:  # the cache's length is split over the ring axis; parameters replicated
-            self.cache = place(self.cache, NamedSharding(model.mesh, P(None, "sp")))
+            if self.cache is not None:
+                self.cache = place(self.cache, NamedSharding(model.mesh, P(None, "sp")))
             self.params = place(params, NamedSharding(model.mesh, P()))
         self.lengths = np.zeros(num_envs, np.int32)
         self.trial = -1
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # recomputation: the steps in context, oldest first
         self._previous = None
 
     def _choose(self, out, key):
@@ -75,9 +88,10 @@ class InContextPolicy:
         out, cache = self.model.apply({"params": params}, inputs, cache=cache, positions=positions, window=window)
         return self._choose(out, key), cache
 
-    def _full_fn(self, params, inputs, key):
+    def _full_fn(self, params, inputs, last, key):
         out = self.model.apply({"params": params}, inputs)
-        return self._choose({name: value[:, -1] for name, value in out.items()}, key)
+        return self._choose({name: jax.lax.dynamic_index_in_dim(value, last, axis=1, keepdims=False)
+                             for name, value in out.items()}, key)
 
     def reset(self) -> None:
         """Forgets every earlier trial: the next ``start_trial`` begins an empty context.
@@ -107,12 +121,15 @@ class InContextPolicy:
         current = self._step(np.asarray(observations, np.float32))
         if self.recompute:
             if not active.all() and self.window is None:
-                raise ValueError("recompute=True needs every environment active (lock step)")
+                raise ValueError("recompute=True and trial_window need every environment active (lock step)")
             self.history.append(current)  # with a window, finished environments' rows are never read
             if self.window is not None:
                 self.history = self.history[-self.window:]
-            inputs = {k: np.stack([h[k] for h in self.history], axis=1) for k in STEP_KEYS}
-            actions = self._full(self.params, inputs, self._next_key())
+            if self.trial_window is not None:
+                first = self.trial - self.trial_window + 1
+                self.history = [h for h in self.history if h["trajectory_index"][0] >= first]
+            inputs, last = self._context()
+            actions = self._full(self.params, inputs, last, self._next_key())
         else:
             first = self._previous is None
             previous = current if first else self._previous
@@ -126,6 +143,23 @@ class InContextPolicy:
             self.lengths = np.where(active, self.lengths + (end - start), self.lengths)
         self._pending = (current, active)
         return np.asarray(actions)
+
+    def _context(self) -> tuple[dict, int]:
+        """The steps in context stacked [n, context_steps, ...] (zeros after the real ones), and the index
+        of the current step."""
+        steps = len(self.history)
+        if steps > self.context_steps:
+            raise ValueError(f"the context outgrew its {self.context_steps} steps")
+        inputs = {}
+        for key in STEP_KEYS:
+            real = np.stack([h[key] for h in self.history], axis=1)
+            padded = np.zeros((real.shape[0], self.context_steps) + real.shape[2:], real.dtype)
+            padded[:, :steps] = real
+            inputs[key] = padded
+        if self.trial_window is not None:  # the oldest trial in the window is trajectory 0
+            oldest = inputs["trajectory_index"][:, :1].copy()
+            inputs["trajectory_index"][:, :steps] -= oldest
+        return inputs, steps - 1
 
     def _next_key(self):
         self._calls += 1
@@ -159,6 +193,29 @@ class InContextPolicy:
             "timesteps": self.timestep.copy(),
             "trajectory_index": np.full(n, self.trial, np.int32),
         }
+
+
+class UniformRandomPolicy:
+    """The floor of every comparison: actions uniform in [-1, 1]^act, from one stream seeded by ``seed``.
+
+    Follows ``run_trials``'s protocol; it reads nothing it is shown.
+    """
+
+    def __init__(self, num_envs: int, action_dim: int, *, seed: int = 0):
+        self.num_envs, self.action_dim = num_envs, action_dim
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        """Nothing to forget: the stream goes on, so every trial draws new actions."""
+
+    def start_trial(self) -> None:
+        pass
+
+    def act(self, observations, active=None) -> np.ndarray:
+        return self._rng.uniform(-1.0, 1.0, (self.num_envs, self.action_dim)).astype(np.float32)
+
+    def observe(self, actions, rewards) -> None:
+        pass
 
 
 def _expand(mask, like):

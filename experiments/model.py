@@ -15,11 +15,12 @@ def check_fits(config: ExperimentConfig, mesh, data) -> None:
     if config.sampler.batch_size % batch_devices:
         raise ValueError(f"sampler.batch_size={config.sampler.batch_size} must divide over the {batch_devices} "
                          f"devices of dp x fsdp in train.mesh={config.train.mesh!r}")
-    tokens = config.sampler.max_steps * config.model.tokens_per_step
-    pieces = mesh.shape["sp"] * (2 if config.model.layout == "zigzag" else 1)
-    if config.model.attention == "ring" and tokens % pieces:
-        raise ValueError(f"a context of {tokens} tokens must divide into {pieces} pieces for sp={mesh.shape['sp']} "
-                         f"and layout {config.model.layout!r}; change sampler.max_steps")
+    ring = mesh.shape["sp"] if config.model.attention == "ring" else 1
+    steps = config.sampler.max_steps
+    if config.model.fitting_steps(steps, ring) != steps:
+        raise ValueError(f"a context of {steps * config.model.tokens_per_step} tokens does not divide over sp={ring} "
+                         f"(layout {config.model.layout!r}) into attention chunks of {config.model.query_chunk_size}; "
+                         f"sampler.max_steps={config.model.fitting_steps(steps, ring)} would")
     if data.longest_episode > config.model.max_timestep:
         raise ValueError(f"episodes of {data.longest_episode} steps exceed model.max_timestep={config.model.max_timestep}")
 

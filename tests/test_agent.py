@@ -141,6 +141,49 @@ def test_kv_cached_decoding_equals_recompute(layout):
     assert worst[0] <= 1e-5 and worst[1] <= 1e-5, worst
 
 
+def _play(policy, obs, rewards, trials, taken=None):
+    """The actions [trials, steps, n, act] of ``policy`` fed ``obs`` [trials, steps, n, obs] and ``rewards``;
+    the context records the actions ``taken`` (same shape; default: its own)."""
+    out = []
+    for trial in trials:
+        policy.start_trial()
+        steps = []
+        for t in range(obs.shape[1]):
+            steps.append(policy.act(obs[trial, t]))
+            policy.observe(steps[-1] if taken is None else taken[trial, t], rewards[trial, t])
+        out.append(steps)
+    return np.array(out)
+
+
+def test_trial_window_sees_the_last_trials_renumbered():
+    # A model trained on k = 2 trajectories, evaluated over 3 trials: trial 2 conditions on trials 1 and 2
+    # only, as trajectories 0 and 1, which is a fresh policy fed just those two trials.
+    model = AgenticTransformer(preset("tiny", attention="reference"), action_dim=ACT)
+    params = _params(model)
+    steps, n = 4, 2
+    rng = np.random.default_rng(5)
+    obs = rng.standard_normal((3, steps, n, OBS)).astype(np.float32)
+    rewards = rng.random((3, steps, n)).astype(np.float32)
+    taken = rng.uniform(-1, 1, (3, steps, n, ACT)).astype(np.float32)
+
+    def make(**kwargs):
+        return InContextPolicy(model, params, num_envs=n, obs_dim=OBS, episode_length=steps, target_return=2.0,
+                               **kwargs)
+
+    windowed = _play(make(num_trials=3, trial_window=2), obs, rewards, range(3), taken)
+    full = _play(make(num_trials=3, recompute=True), obs, rewards, range(3), taken)
+    last_two = _play(make(num_trials=2, recompute=True), obs, rewards, [1, 2], taken)
+    np.testing.assert_allclose(windowed[:2], full[:2], atol=1e-6)  # the window is not full yet
+    np.testing.assert_allclose(windowed[2], last_two[1], atol=1e-6)
+    assert np.abs(windowed[2] - full[2]).max() > 1e-3  # forgetting trial 0 changes what it does
+    cached = _play(make(num_trials=3), obs, rewards, range(3))  # and a window wider than the trials is none
+    np.testing.assert_allclose(_play(make(num_trials=3, trial_window=5), obs, rewards, range(3)), cached, atol=1e-5)
+    with pytest.raises(ValueError, match="trial_window=0"):
+        make(num_trials=3, trial_window=0)
+    with pytest.raises(ValueError, match="trial_window=17 exceeds the model's max_trajectories=16"):
+        make(num_trials=40, trial_window=17)
+
+
 @pytest.mark.parametrize("window", [None, 3])
 def test_reset_policy_acts_like_a_fresh_one(window):
     # After reset() the cache still holds the first trial's keys; a fresh policy must not be told apart.
@@ -316,3 +359,31 @@ def test_completion_flag_is_one_definition_for_sampler_model_and_policy():
     np.testing.assert_array_equal(flags, before >= target)  # reached before acting at t
     np.testing.assert_array_equal(flags, np.arange(12) >= 10)
     np.testing.assert_array_equal(np.asarray(completion_flag(jnp.asarray(sampled_rtg))), flags)
+
+
+def test_uniform_random_policy_is_the_seeded_floor():
+    import envs
+    from agent.policy import UniformRandomPolicy, run_trials
+
+    class Recorder:
+        def __init__(self):
+            self.actions = []
+
+        def begin(self, trial, batch_env):
+            pass
+
+        def step(self, trial, batch_env, actions, rewards, active):
+            self.actions.append(actions)
+
+    runs = []
+    for _ in range(2):
+        recorder = Recorder()
+        policy = UniformRandomPolicy(4, 2, seed=3)
+        returns = run_trials(policy, envs.make_batch("point_nav_hidden", 4, seed=0), 2, observer=recorder)
+        policy.reset()  # nothing to forget: the next trial draws new actions
+        actions = np.array(recorder.actions)
+        assert returns.shape == (2, 4) and actions.shape == (40, 4, 2)
+        assert actions.min() >= -1 and actions.max() <= 1 and actions.std() > 0.5
+        assert np.abs(policy.act(None) - actions[-1]).max() > 0
+        runs.append(actions)
+    np.testing.assert_array_equal(runs[0], runs[1])  # one seed, one stream

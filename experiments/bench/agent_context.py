@@ -227,8 +227,9 @@ def _decode_rows(args, params):
         inputs = {key: value[:, : k * args.episode_length]
                   for key, value in agent_batch(k, args.episode_length, args.obs_dim, args.act_dim).items()
                   if key != "loss_mask"}
-        key = jax.random.key(0)
-        row["recompute_seconds"] = harness.median_seconds(lambda: policy._full(params, inputs, key), args.repeats)
+        key, last = jax.random.key(0), k * args.episode_length - 1
+        row["recompute_seconds"] = harness.median_seconds(lambda: policy._full(params, inputs, last, key),
+                                                          args.repeats)
         rows.append(row)
         print(f"decode context={row['tokens']:8d} tokens  cached {row['cached_seconds'] * 1e3:8.2f} ms/step  "
               f"recompute {row['recompute_seconds'] * 1e3:8.2f} ms/step", flush=True)
