@@ -195,3 +195,18 @@ class Trajectory:
     def replace(self, **changes) -> Trajectory:
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    def with_task_observed(self) -> Trajectory:
+        """A copy whose observations (and final observation) end with the hidden task parameter: the
+        oracle baseline's view, what ``envs.TaskInObservation`` shows when acting.
+
+        Raises:
+            ValueError: naming the episode when it stores no task parameter.
+        """
+        if self.task is None:
+            raise ValueError(f"Trajectory from {self.source}: it stores no hidden task parameter, so there is "
+                             "no task to observe (the oracle needs a hidden-task family's data)")
+        task = self.task.astype(np.float32)
+        observations = np.concatenate([self.observations, np.broadcast_to(task, (len(self), task.size))], axis=1)
+        final = None if self.final_observation is None else np.concatenate([self.final_observation, task])
+        return self.replace(observations=observations, final_observation=final)

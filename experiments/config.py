@@ -37,6 +37,9 @@ class DataConfig:
         demonstrator ("none": never); the data the project generates itself, so a job needs no download.
       histories: with make: histories written, one hidden task each.
       episodes_per_history: with make: episodes in a history.
+      observe_task: the oracle baseline (hidden-task families only): every episode's stored task parameter
+        is appended to its observations, and so is every evaluation environment's own; every other agent
+        learns the task from rewards alone.
     """
 
     format: DataFormat = "exorl"
@@ -51,6 +54,7 @@ class DataConfig:
     make: Literal["none", "searcher", "ad_eps", "oracle", "random"] = "none"
     histories: int = 600
     episodes_per_history: int = 12
+    observe_task: bool = False
 
     def __post_init__(self):
         if self.format not in ("exorl", "d4rl", "minari"):
@@ -99,6 +103,8 @@ class EvalConfig:
       seed: environment seed (environment i gets a seed derived from seed and i).
       reset_context_each_trial: condition every trial only on itself (the BC and DT baselines).
       context_steps: condition on only the last this many steps (DT's window; recomputed, no cache).
+      context_trials: condition on only the current trial and the ones before it up to this many in all (a
+        model trained on k trajectories, evaluated over more trials; recomputed, no cache).
       video: record the first environment's first trial, as evaluated, to an MP4 in the run directory.
       sample: draw actions from the action head's distribution (gaussian, mixture) instead of playing its
         most likely action.
@@ -110,6 +116,7 @@ class EvalConfig:
     seed: int = 10_000
     reset_context_each_trial: bool = False
     context_steps: int | None = None
+    context_trials: int | None = None
     video: bool = False
     sample: bool = False
 

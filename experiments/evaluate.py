@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +54,6 @@ class VideoRecorder:
             self._renderer = None
 
 
-SUCCESS_REWARD = 0.5  # hidden-task families: a trial succeeds when one step earns at least this
-
-
 class _Outcomes:
     """A ``run_trials`` observer: each trial's largest step reward per environment (and the recorder's view)."""
 
@@ -74,29 +72,71 @@ class _Outcomes:
             self.recorder.step(row, batch_env, actions, rewards, active)
 
 
-def evaluate_params(config: ExperimentConfig, params, model, data: DataSummary, *, recorder=None) -> dict:
-    """Rolls the model out in ``config.eval.num_envs`` environments for ``config.num_trials`` trials.
+@dataclasses.dataclass(frozen=True)
+class Actor:
+    """What acts in an evaluation.
 
-    Hidden-task families give every environment its own hidden task (drawn from its seed) and report the
-    success rate of every trial (a step reward of at least ``SUCCESS_REWARD``) beside the returns.
+    Attributes:
+      make: ``make(num_envs, episode_length, num_trials)`` -> a policy of ``agent.policy.run_trials``'s
+        protocol.
+      target_return: the return the policy is asked for (None: it is not conditioned on one).
     """
-    import envs
-    from agent.policy import InContextPolicy, run_trials
+
+    make: Callable[[int, int, int], object]
+    target_return: float | None
+
+
+def model_actor(config: ExperimentConfig, params, model, data: DataSummary) -> Actor:
+    """The trained model's in-context policy, as ``config.eval`` asks for it."""
+    from agent.policy import InContextPolicy
 
     ev = config.eval
-    batch_env = envs.make_batch(config.data.task, ev.num_envs, seed=ev.seed, action_repeat=config.data.action_repeat)
-    episode_length = batch_env.episode_length
     target = data.max_return if ev.target_return is None else float(ev.target_return)
+
+    def make(num_envs: int, episode_length: int, num_trials: int):
+        return InContextPolicy(model, params, num_envs=num_envs, obs_dim=data.obs_dim, episode_length=episode_length,
+                               num_trials=num_trials, target_return=target, window=ev.context_steps,
+                               trial_window=ev.context_trials, sample=ev.sample, seed=ev.seed)
+
+    return Actor(make, target)
+
+
+def random_actor(config: ExperimentConfig, data: DataSummary) -> Actor:
+    """The floor: uniform random actions (no model, no context)."""
+    from agent.policy import UniformRandomPolicy
+
+    return Actor(lambda num_envs, episode_length, num_trials: UniformRandomPolicy(num_envs, data.action_dim,
+                                                                                  seed=config.eval.seed), None)
+
+
+def evaluate_params(config: ExperimentConfig, params, model, data: DataSummary, *, recorder=None) -> dict:
+    """``rollout`` of the trained model."""
+    return rollout(config, model_actor(config, params, model, data), data, recorder=recorder)
+
+
+def rollout(config: ExperimentConfig, actor: Actor, data: DataSummary, *, recorder=None) -> dict:
+    """Rolls a policy out in ``config.eval.num_envs`` environments for ``config.num_trials`` trials.
+
+    Hidden-task families give every environment its own hidden task (drawn from its seed) and report the
+    success rate of every trial (a step reward of at least ``envs.SUCCESS_REWARD``) beside the returns;
+    with ``data.observe_task`` (the oracle) the environments append their task to the observations.
+
+    Args:
+      config: the run's config (its eval section, its task and action repeat).
+      actor: what acts (``model_actor``, ``random_actor``).
+      data: what the run keeps of its data (the dataset's return statistics are reported beside).
+      recorder: an observer of the rollout (``VideoRecorder``).
+    """
+    import envs
+    from agent.policy import run_trials
+
+    ev = config.eval
+    batch_env = envs.make_batch(config.data.task, ev.num_envs, seed=ev.seed, action_repeat=config.data.action_repeat,
+                                observe_task=config.data.observe_task)
     trials = config.num_trials
-
-    def policy(num_trials):
-        return InContextPolicy(model, params, num_envs=ev.num_envs, obs_dim=data.obs_dim,
-                               episode_length=episode_length, num_trials=num_trials, target_return=target,
-                               window=ev.context_steps, sample=ev.sample, seed=ev.seed)
-
     outcomes = _Outcomes(trials, ev.num_envs, recorder)
     if ev.reset_context_each_trial:  # one policy (one compilation); its context is emptied before each trial
-        single = policy(1)
+        single = actor.make(ev.num_envs, batch_env.episode_length, 1)
         rows = []
         for trial in range(trials):
             single.reset()
@@ -104,13 +144,14 @@ def evaluate_params(config: ExperimentConfig, params, model, data: DataSummary, 
             rows.append(run_trials(single, batch_env, 1, observer=outcomes))
         returns = np.concatenate(rows)
     else:
-        returns = run_trials(policy(trials), batch_env, trials, observer=outcomes)
+        returns = run_trials(actor.make(ev.num_envs, batch_env.episode_length, trials), batch_env, trials,
+                             observer=outcomes)
     hidden = envs.task_spec(config.data.task).hidden
     return {
         "task": config.data.task,
         "num_envs": ev.num_envs,
         "num_trials": trials,
-        "target_return": target,
+        "target_return": actor.target_return,
         "returns": returns.tolist(),
         "per_trial_mean_return": returns.mean(axis=1).tolist(),
         "per_trial_std_return": returns.std(axis=1).tolist(),
@@ -119,24 +160,30 @@ def evaluate_params(config: ExperimentConfig, params, model, data: DataSummary, 
         "normalized": _normalized(config.data.task, returns),
         "dataset_median_return": data.median_return,
         "dataset_max_return": data.max_return,
-        "per_trial_success_rate": (outcomes.best >= SUCCESS_REWARD).mean(axis=1).tolist() if hidden else None,
+        "per_trial_success_rate": (outcomes.best >= envs.SUCCESS_REWARD).mean(axis=1).tolist() if hidden else None,
     }
 
 
 def evaluate(config: ExperimentConfig, params, model, data: DataSummary, out: RunDir, *,
              extra: dict | None = None) -> dict:
     """``evaluate_params`` (plus ``extra`` fields) with the reports and the video, if asked for, in ``out``."""
+    return evaluate_actor(config, model_actor(config, params, model, data), data, out, extra=extra)
+
+
+def evaluate_actor(config: ExperimentConfig, actor: Actor, data: DataSummary, out: RunDir, *,
+                   extra: dict | None = None) -> dict:
+    """``rollout`` (plus ``extra`` fields) with the reports and the video, if asked for, in ``out``."""
     import envs
 
     recorder = None
     if config.eval.video:
         recorder = VideoRecorder()
     try:
-        result = evaluate_params(config, params, model, data, recorder=recorder)
+        result = rollout(config, actor, data, recorder=recorder)
     except envs.RenderingUnavailableError as error:
         print(f"video: {error}; evaluating without it", file=sys.stderr)
         recorder = None
-        result = evaluate_params(config, params, model, data)
+        result = rollout(config, actor, data)
     finally:
         if recorder is not None:
             recorder.close()
@@ -168,8 +215,9 @@ def write_reports(out: RunDir, result: dict) -> None:
 
 
 def markdown_table(result: dict) -> str:
+    target = result["target_return"]
     lines = [f"Evaluation on {result['task']}: {result['num_envs']} environments x {result['num_trials']} trials, "
-             f"target return {result['target_return']:.1f}", "",
+             + ("no target return (no model)" if target is None else f"target return {target:.1f}"), "",
              "| trial | mean return | std |", "|---|---|---|"]
     success = result.get("per_trial_success_rate")
     if success:

@@ -17,7 +17,8 @@ from experiments.config import DataConfig, ExperimentConfig
 
 
 def load_episodes(data: DataConfig):
-    """The episodes named by ``data``; a missing source says what to download and where it goes."""
+    """The episodes named by ``data`` (with ``data.observe_task``, each one's task appended to its
+    observations); a missing source says what to download and where it goes."""
     import datasets
 
     root = Path(data.root).expanduser()
@@ -27,9 +28,16 @@ def load_episodes(data: DataConfig):
         hint = f" {data.download_hint}." if data.download_hint else ""
         raise FileNotFoundError(f"data path {root} does not exist.{hint}")
     exorl = data.format == "exorl"
-    return datasets.read_episodes(root if data.format != "minari" else data.root, format=data.format,
-                                  domain=data.domain if exorl else None, algo=data.algo if exorl else None,
-                                  task=data.task if data.relabel else None, max_episodes=data.max_episodes)
+    episodes = datasets.read_episodes(root if data.format != "minari" else data.root, format=data.format,
+                                      domain=data.domain if exorl else None, algo=data.algo if exorl else None,
+                                      task=data.task if data.relabel else None, max_episodes=data.max_episodes)
+    if data.observe_task:  # the oracle baseline: told the task it acts in, here and when evaluated
+        import envs
+
+        if not envs.task_spec(data.task).hidden:
+            raise ValueError(f"data.observe_task: {data.task!r} is not a hidden-task family; it has no task to observe")
+        episodes = [episode.with_task_observed() for episode in episodes]
+    return episodes
 
 
 def make_data(data: DataConfig) -> None:

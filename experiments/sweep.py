@@ -15,8 +15,15 @@ trajectories in context) and ``trials.png`` (return against trial).
 
 Baselines (Table 5 of the Ring Attention paper): DT is one trajectory in a 20-step window conditioned on
 returns-to-go, evaluated with the same window; BC-10% is the same model without returns or rewards,
-trained on the best 10% of episodes. Both are evaluated over ``--baseline-trials`` independent trials
-(each starts from an empty context), so their best-of-n is comparable with AT's.
+trained on the best 10% of episodes. On hidden-task families two more bound the comparison: the oracle
+is DT told the task (``data.observe_task``: the task parameter appended to every observation), the
+ceiling, and random plays uniform random actions, the floor (no training). Baselines are evaluated over
+``--baseline-trials`` independent trials (each starts from an empty context), so their best-of-n is
+comparable with AT's.
+
+Trials: by default AT with k trajectories runs k trials in one growing context. ``--trials n`` gives every
+method n trials instead; an AT cell with k < n then conditions each trial on the k - 1 before it
+(``eval.context_trials``), as it was trained, so all methods are compared at the same trial.
 
 Equal compute: every cell trains for the same number of optimiser steps. With ``--batch-steps T`` every
 batch also holds about T environment steps (batch size T // context steps, at least one context), which in
@@ -31,9 +38,7 @@ the baselines their window, returns and data filter.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import sys
 import time
@@ -45,19 +50,25 @@ import numpy as np
 from experiments.cli import ConfigArg, DistributedArgs, PresetArg, parse
 from experiments.config import ExperimentConfig
 from experiments.run import RunDir
+from experiments.sweep_report import compare, label, write_tables
 
-METHODS = ("at", "dt", "bc10")
+METHODS = ("at", "dt", "bc10", "oracle", "random")
+Method = Literal["at", "dt", "bc10", "oracle", "random"]
 
 
 def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[int], steps: int, episode_length: int,
                  *, window: int = 20, batch_steps: int | None = None, baseline_trials: int | None = None,
-                 methods=METHODS) -> dict[str, ExperimentConfig]:
-    """The config of every cell, keyed by cell name (``at_k4_seed0``, ``dt_seed0``, ``bc10_seed0``)."""
+                 trials: int | None = None, methods=("at", "dt", "bc10")) -> dict[str, ExperimentConfig]:
+    """The config of every cell, keyed by cell name (``at_k4_seed0``, ``dt_seed0``, ..., ``random_seed0``)."""
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"methods {sorted(unknown)} are unknown; expected some of {list(METHODS)}")
-    chunk = base.model.query_chunk_size
-    baseline_trials = baseline_trials or max(trajectories)
+    import envs
+
+    if {"oracle", "random"} & set(methods) and not envs.task_spec(base.data.task).hidden:
+        raise ValueError(f"methods oracle and random bound a hidden-task family; {base.data.task!r} is not one")
+    baseline_trials = baseline_trials or trials or max(trajectories)
+    ring = _ring_size(base)
 
     def batch(context_steps: int) -> int:
         if batch_steps is None:
@@ -71,14 +82,14 @@ def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[in
                       optim=dataclasses.replace(base.optim, total_steps=steps))
         if "at" in methods:
             for k in trajectories:
-                steps_k = k * episode_length
-                max_steps = -(-steps_k // chunk) * chunk if steps_k > chunk else steps_k
+                max_steps = base.model.fitting_steps(k * episode_length, ring)
                 cells[f"at_k{k}_seed{seed}"] = dataclasses.replace(
                     base, **common,
                     sampler=dataclasses.replace(base.sampler, num_trajectories=k, max_steps=max_steps, window="end",
                                                 batch_size=batch(max_steps)),
                     model=dataclasses.replace(base.model, max_trajectories=max(base.model.max_trajectories, k)),
-                    eval=dataclasses.replace(base.eval, num_trials=k))
+                    eval=dataclasses.replace(base.eval, num_trials=trials or k,
+                                             context_trials=k if trials and k < trials else None))
         # A 20-step window needs no ring: the baselines attend on one device even where AT uses the ring.
         short = dict(query_chunk_size=window, key_chunk_size=window, ffn_chunk_size=window,
                      attention="blockwise" if base.model.attention == "ring" else base.model.attention)
@@ -93,19 +104,36 @@ def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[in
             cells[f"bc10_seed{seed}"] = dataclasses.replace(
                 base, **common, sampler=dataclasses.replace(dt_sampler, filter_top_fraction=0.1),
                 model=dataclasses.replace(base.model, use_returns=False, use_rewards=False, **short), eval=dt_eval)
+        if "oracle" in methods:
+            cells[f"oracle_seed{seed}"] = dataclasses.replace(
+                base, **common, data=dataclasses.replace(base.data, observe_task=True), sampler=dt_sampler,
+                model=dataclasses.replace(base.model, **short), eval=dt_eval)
+        if "random" in methods:  # nothing trains: the seed only draws the actions
+            cells[f"random_seed{seed}"] = dataclasses.replace(
+                base, **common, eval=dataclasses.replace(base.eval, num_trials=baseline_trials,
+                                                         reset_context_each_trial=False))
     return cells
+
+
+def _ring_size(config: ExperimentConfig) -> int:
+    """The devices the ring spans in ``config``'s mesh on this machine (1 without ring attention)."""
+    if config.model.attention != "ring":
+        return 1
+    import jax
+
+    from ring.mesh import parse_mesh_spec
+
+    return parse_mesh_spec(config.train.mesh, jax.device_count())["sp"]
 
 
 def run_sweep(base: ExperimentConfig, name: str, trajectories: list[int], seeds: list[int], steps: int,
               quiet: bool = False, **options) -> list[dict]:
     """Trains and evaluates every cell that has not finished (see the module docstring); returns the rows."""
     import envs
-    from experiments.pipeline import load_episodes
-    from experiments.train import train
 
     episode_length = envs.make(base.data.task, seed=0, action_repeat=base.data.action_repeat).episode_length
     root = RunDir(Path(base.runs_dir) / name)
-    episodes = None  # read once, on the first cell that trains
+    episodes = {}  # each DataConfig's episodes, read once, on the first cell that needs them
     rows = []
     for cell, config in cell_configs(base, trajectories, seeds, steps, episode_length, **options).items():
         config = dataclasses.replace(config, name=cell, runs_dir=str(root.path))
@@ -117,11 +145,15 @@ def run_sweep(base: ExperimentConfig, name: str, trajectories: list[int], seeds:
                 print(f"{cell}: done earlier")
         else:
             if not quiet:
-                print(f"{cell}: training {steps} steps, batch {config.sampler.batch_size} x "
-                      f"{config.sampler.max_steps} steps", flush=True)
-            episodes = episodes if episodes is not None else load_episodes(base.data)
+                print(f"{cell}: " + ("evaluating" if cell.startswith("random") else
+                                     f"training {steps} steps, batch {config.sampler.batch_size} x "
+                                     f"{config.sampler.max_steps} steps"), flush=True)
+            if config.data not in episodes:
+                from experiments.pipeline import load_episodes
+
+                episodes[config.data] = load_episodes(config.data)
             wall, cpu = time.perf_counter(), time.process_time()
-            result = train(config, quiet=quiet, episodes=episodes)["eval"]
+            result = _run_cell(config, run, episodes[config.data], quiet)
             # CPU seconds of every thread of this process (XLA's included); resumed cells count this call only.
             seconds = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
             run.write_json("timing.json", seconds)  # with eval.json, the mark of a finished cell
@@ -132,112 +164,28 @@ def run_sweep(base: ExperimentConfig, name: str, trajectories: list[int], seeds:
                      "best_of_n_mean_return": result["best_of_n_mean_return"],
                      "first_trial_mean_return": result["per_trial_mean_return"][0],
                      "per_trial_mean_return": result["per_trial_mean_return"],
+                     "per_trial_success_rate": result.get("per_trial_success_rate"),
                      "dataset_median_return": result["dataset_median_return"],
                      "dataset_max_return": result["dataset_max_return"], **seconds})
     write_tables(root, rows)
     return rows
 
 
-def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean and std over seeds for each method (per-trial curves included)."""
-    out = []
-    for method in dict.fromkeys(r["method"] for r in rows):
-        group = [r for r in rows if r["method"] == method]
-        entry = {"method": method, **{key: group[0][key] for key in ("trajectories", "trials", "batch_size",
-                                                                      "context_steps")},
-                 "seeds": len(group), "cpu_minutes": sum(r["cpu_s"] for r in group) / 60,
-                 "wall_minutes": sum(r["wall_s"] for r in group) / 60}
-        for key in ("first_trial_mean_return", "last_trial_mean_return", "best_of_n_mean_return"):
-            values = np.array([r[key] for r in group])
-            entry[key] = float(values.mean())
-            entry[key.replace("mean_return", "std")] = float(values.std())
-        curves = np.array([r["per_trial_mean_return"] for r in group])
-        entry["per_trial_mean"], entry["per_trial_std"] = curves.mean(0).tolist(), curves.std(0).tolist()
-        out.append(entry)
-    return out
+def _run_cell(config: ExperimentConfig, run: RunDir, episodes, quiet: bool) -> dict:
+    """Trains and evaluates one cell (a random cell only evaluates); returns its evaluation."""
+    if not config.name.startswith("random"):
+        from experiments.train import train
 
+        return train(config, quiet=quiet, episodes=episodes)["eval"]
+    from datasets import NormStats
+    from experiments.evaluate import evaluate_actor, random_actor
+    from experiments.run import DataSummary
 
-def _label(method: str) -> str:
-    return {"dt": "DT", "bc10": "BC-10%"}.get(method, method.replace("at_k", "AT, k = "))
-
-
-def markdown(rows: list[dict]) -> str:
-    summary = aggregate(rows)
-    first = rows[0]
-    lines = [f"Dataset: median return {first['dataset_median_return']:.1f}, best {first['dataset_max_return']:.1f}. "
-             "Mean ± standard deviation over seeds of each seed's mean over the evaluation environments. "
-             "Last trial: the return of the final trial. Best of n: each environment's best trial, n = trials. "
-             "DT and BC-10% trials are independent (empty context each time).", "",
-             "| method | trajectories in context | steps per batch | seeds | trials (n) | first trial | last trial "
-             "| best of n | CPU min |", "|---|---|---|---|---|---|---|---|---|"]
-    for e in summary:
-        lines.append(f"| {_label(e['method'])} | {e['trajectories']} | {e['batch_size']} x {e['context_steps']} | "
-                     f"{e['seeds']} | {e['trials']} | "
-                     f"{e['first_trial_mean_return']:.1f} ± {e['first_trial_std']:.1f} | "
-                     f"{e['last_trial_mean_return']:.1f} ± {e['last_trial_std']:.1f} | "
-                     f"{e['best_of_n_mean_return']:.1f} ± {e['best_of_n_std']:.1f} | {e['cpu_minutes']:.1f} |")
-    most = max(e["trials"] for e in summary)
-    lines += ["", "Per-trial mean return (AT conditions each trial on the earlier ones):", "",
-              "| method | " + " | ".join(f"trial {i + 1}" for i in range(most)) + " |", "|---|" + "---|" * most]
-    for e in summary:
-        cells = [f"{m:.0f} ± {s:.0f}" for m, s in zip(e["per_trial_mean"], e["per_trial_std"])]
-        lines.append(f"| {_label(e['method'])} | " + " | ".join(cells + [""] * (most - len(cells))) + " |")
-    total_cpu = sum(r["cpu_s"] for r in rows) / 60
-    total_wall = sum(r["wall_s"] for r in rows) / 60
-    lines += ["", f"{len(rows)} cells; {total_cpu:.0f} CPU minutes, {total_wall:.0f} wall minutes in all."]
-    return "\n".join(lines) + "\n"
-
-
-def write_tables(root: RunDir, rows: list[dict]) -> None:
-    summary = aggregate(rows)
-    buffer = io.StringIO()
-    fields = [k for k in summary[0] if not k.startswith("per_trial")]
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(summary)
-    root.write_text("sweep.csv", buffer.getvalue())
-    root.write_json("cells.json", rows)
-    root.write_text("sweep.md", markdown(rows))
-    _plot(root, summary)
-
-
-def _plot(root: RunDir, summary: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    at = [e for e in summary if e["method"].startswith("at_")]
-    baselines = [e for e in summary if not e["method"].startswith("at_")]
-
-    def save(fig, ax, xlabel: str, name: str) -> None:
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("return")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        root.write(name, lambda path: fig.savefig(path, dpi=120, format="png"))
-        plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    if at:
-        ks = [e["trajectories"] for e in at]
-        for key, label in (("last_trial", "AT, last trial"), ("best_of_n", "AT, best of n")):
-            ax.errorbar(ks, [e[f"{key}_mean_return"] for e in at], yerr=[e[f"{key}_std"] for e in at], marker="o",
-                        capsize=3, label=label)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ks, [str(k) for k in ks])
-    for e, color in zip(baselines, ("tab:red", "tab:gray")):
-        mean, std = e["last_trial_mean_return"], e["last_trial_std"]
-        ax.axhline(mean, linestyle="--", color=color, label=f"{_label(e['method'])} (one trial)")
-        ax.axhspan(mean - std, mean + std, color=color, alpha=0.15)
-    save(fig, ax, "trajectories in context", "sweep.png")
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for e in at + baselines:
-        trials = np.arange(1, len(e["per_trial_mean"]) + 1)
-        ax.errorbar(trials, e["per_trial_mean"], yerr=e["per_trial_std"], marker="o", capsize=2,
-                    linestyle="-" if e in at else ":", label=_label(e["method"]))
-    save(fig, ax, "trial", "trials.png")
+    data = DataSummary.of(episodes)
+    with run.lock():
+        run.claim(config)
+        run.save_data(data, NormStats.compute(episodes))
+        return evaluate_actor(config, random_actor(config, data), data, run)
 
 
 def retarget(root: Path, targets: list[float], methods: list[str], num_envs: int | None = None) -> str:
@@ -263,27 +211,10 @@ def retarget(root: Path, targets: list[float], methods: list[str], num_envs: int
             values = {key: np.array([r[key] if key != "first" else r["per_trial_mean_return"][0] for r in results])
                       for key in ("first", "last_trial_mean_return", "best_of_n_mean_return")}
             stats = " | ".join(f"{v.mean():.1f} ± {v.std():.1f}" for v in values.values())
-            lines.append(f"| {_label(method)} | {target:g} | {len(results)} | {stats} |")
+            lines.append(f"| {label(method)} | {target:g} | {len(results)} | {stats} |")
     text = "\n".join(lines) + "\n"
     RunDir(root).write_text("targets.md", text)
     return text
-
-
-def compare(roots: list[Path], methods: list[str]) -> str:
-    """One method across several finished sweeps (an ablation table): what each sweep's ``--set`` changed,
-    and its first-trial, last-trial and best-of-n returns (mean ± std over seeds)."""
-    lines = ["| sweep | method | seeds | trials (n) | first trial | last trial | best of n | CPU min |",
-             "|---|---|---|---|---|---|---|---|"]
-    for root in roots:
-        cells = json.loads((Path(root) / "cells.json").read_text())
-        for entry in aggregate(cells):
-            if entry["method"] not in methods:
-                continue
-            stats = " | ".join(f"{entry[f'{key}_mean_return']:.1f} ± {entry[f'{key}_std']:.1f}"
-                               for key in ("first_trial", "last_trial", "best_of_n"))
-            lines.append(f"| {Path(root).name} | {_label(entry['method'])} | {entry['seeds']} | {entry['trials']} | "
-                         f"{stats} | {entry['cpu_minutes']:.1f} |")
-    return "\n".join(lines) + "\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,8 +229,9 @@ class SweepCommand:
       seeds: training seeds.
       steps: optimiser steps of every cell.
       batch_steps: environment steps per batch for every cell (equal compute); None: the preset's batch size.
-      baseline_trials: DT and BC-10% trials (None: the largest k).
-      methods: which methods to run.
+      baseline_trials: trials of DT, BC-10%, the oracle and random (None: trials, else the largest k).
+      trials: every method's trials (None: AT with k trajectories runs k; see the module docstring).
+      methods: which methods to run (oracle and random: hidden-task families only).
       retarget: instead of training, evaluate the finished cells of retarget_methods at these target returns
         and write targets.md.
       retarget_methods: the methods retarget evaluates (e.g. at_k4, dt).
@@ -315,7 +247,8 @@ class SweepCommand:
     steps: int = 300
     batch_steps: int | None = None
     baseline_trials: int | None = None
-    methods: tuple[Literal["at", "dt", "bc10"], ...] = METHODS
+    trials: int | None = None
+    methods: tuple[Method, ...] = ("at", "dt", "bc10")
     retarget: tuple[float, ...] = ()
     retarget_methods: tuple[str, ...] = ("at_k4", "dt")
     compare: tuple[Path, ...] = ()
@@ -335,7 +268,8 @@ def main(argv=None) -> int:
             print(retarget(Path(base.runs_dir) / base.name, list(args.retarget), list(args.retarget_methods)))
             return 0
         run_sweep(base, base.name, list(args.trajectories), list(args.seeds), args.steps,
-                  batch_steps=args.batch_steps, baseline_trials=args.baseline_trials, methods=tuple(args.methods))
+                  batch_steps=args.batch_steps, baseline_trials=args.baseline_trials, trials=args.trials,
+                  methods=tuple(args.methods))
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

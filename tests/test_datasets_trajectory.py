@@ -130,3 +130,16 @@ def test_import_is_light():
     code = ("import sys, datasets; heavy = [m for m in ('jax', 'h5py', 'envs', 'dm_control', 'minari') "
             "if m in sys.modules]; assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_with_task_observed_appends_the_task_to_every_observation():
+    episode = random_trajectories(0, [5], obs_dim=3, act_dim=2)[0]
+    with pytest.raises(ValueError, match="stores no hidden task parameter"):
+        episode.with_task_observed()
+    hidden = episode.replace(task=np.array([0.25, -0.5]), final_observation=np.ones(3, np.float32))
+    told = hidden.with_task_observed()
+    np.testing.assert_array_equal(told.observations[:, :3], hidden.observations)
+    np.testing.assert_array_equal(told.observations[:, 3:], np.tile([0.25, -0.5], (5, 1)))
+    np.testing.assert_array_equal(told.final_observation, [1, 1, 1, 0.25, -0.5])
+    np.testing.assert_array_equal(told.actions, hidden.actions)
+    assert told.total_return == hidden.total_return and told.observation_dim == 5

@@ -5,10 +5,9 @@ import json
 
 import pytest
 
-from datasets import exorl
-from datasets.synthetic import random_trajectories
 from experiments import sweep
 from experiments.presets import get_preset
+from experiments.run import RunDir
 
 
 def test_cells_share_batch_steps_and_overrides():
@@ -55,37 +54,47 @@ def test_bad_ablations_are_refused_by_the_parser(argv, capsys):
     assert argv[-1] in capsys.readouterr().err
 
 
-def test_tiny_sweep_writes_tables_and_resumes(tmp_path, capsys):
-    root = tmp_path / "exorl"
-    exorl.save(root, "cartpole", "random", random_trajectories(5, [250] * 12, obs_dim=5, act_dim=1))
-    base = get_preset("tiny")
-    base = dataclasses.replace(base, runs_dir=str(tmp_path / "runs"),
-                               data=dataclasses.replace(base.data, root=str(root), algo="random"),
-                               eval=dataclasses.replace(base.eval, num_envs=1))
-    options = dict(batch_steps=512, baseline_trials=2)
+def test_tiny_sweep_writes_tables_and_resumes(tmp_path):
+    base = get_preset("nav_hidden_tiny")
+    base = base.replace(runs_dir=str(tmp_path / "runs"), data={"root": str(tmp_path / "nav")}, eval={"num_envs": 2})
+    options = dict(batch_steps=160, trials=3, methods=("at", "dt", "bc10", "oracle", "random"))
     rows = sweep.run_sweep(base, "s", [2], [1], steps=2, quiet=True, **options)
-    assert [r["cell"] for r in rows] == ["at_k2_seed1", "dt_seed1", "bc10_seed1"]
+    assert [r["cell"] for r in rows] == ["at_k2_seed1", "dt_seed1", "bc10_seed1", "oracle_seed1", "random_seed1"]
     for row in rows:
-        assert row["cpu_s"] > 0 and row["wall_s"] > 0 and len(row["per_trial_mean_return"]) == 2
+        assert row["cpu_s"] > 0 and row["wall_s"] > 0 and row["trials"] == 3
+        assert len(row["per_trial_mean_return"]) == len(row["per_trial_success_rate"]) == 3
     out = tmp_path / "runs" / "s"
     table = (out / "sweep.md").read_text()
-    assert "| AT, k = 2 | 2 | 1 x 512 | 1 | 2 |" in table and "| DT | 1 | 25 x 20 | 1 | 2 |" in table
-    assert "| BC-10% |" in table and "3 cells" in table
+    # k = 2 episodes of 20 steps, 40 tokens, rounded up to 48 to split into the 16 zigzag pieces of the
+    # 8-device ring: 160 // 48 contexts per batch. The baselines' 20-step windows (no ring): 160 // 20.
+    assert "| AT, k = 2 | 2 | 3 x 48 | 1 | 3 |" in table and "| DT | 1 | 8 x 20 | 1 | 3 |" in table
+    assert "| BC-10% |" in table and "| oracle (told the task) |" in table and "| random | none | none | 1 | 3 |" in table
+    assert "Per-trial success rate" in table and "5 cells" in table
     assert json.loads((out / "cells.json").read_text()) == json.loads(json.dumps(rows))
     for name in ("sweep.csv", "sweep.png", "trials.png"):
         assert (out / name).stat().st_size > 0
+    at = json.loads((out / "at_k2_seed1" / "config.json").read_text())["eval"]
+    assert (at["num_trials"], at["context_trials"]) == (3, 2)  # the third trial sees only the second
+    oracle = RunDir(out / "oracle_seed1")
+    assert oracle.data().obs_dim == 4  # the position and the goal it is told
+    assert not (out / "random_seed1" / "checkpoints").exists()  # nothing trained
     timing = (out / "dt_seed1" / "timing.json").read_text()
     again = sweep.run_sweep(base, "s", [2], [1], steps=2, quiet=True, **options)
     assert again == rows and (out / "dt_seed1" / "timing.json").read_text() == timing  # nothing retrained
 
     with pytest.raises(ValueError, match="dt_seed1 was made with a different config .*train.steps: 2 -> 3"):
-        sweep.run_sweep(base, "s", [2], [1], steps=3, quiet=True, methods=("dt",), **options)
+        sweep.run_sweep(base, "s", [2], [1], steps=3, quiet=True, methods=("dt",), batch_steps=160, trials=3)
 
-    text = sweep.retarget(out, [50.0], ["dt"])
-    assert "| DT | 50 | 1 |" in text and (out / "targets.md").read_text() == text
-    assert json.loads((out / "dt_seed1" / "target_50" / "eval.json").read_text())["target_return"] == 50.0
+    text = sweep.retarget(out, [5.0], ["dt"])
+    assert "| DT | 5 | 1 |" in text and (out / "targets.md").read_text() == text
+    assert json.loads((out / "dt_seed1" / "target_5" / "eval.json").read_text())["target_return"] == 5.0
     table = sweep.compare([out, out], ["at_k2", "bc10"])
-    assert table.count("| s | AT, k = 2 | 1 | 2 |") == 2 and table.count("| s | BC-10% | 1 | 2 |") == 2
+    assert table.count("| s | AT, k = 2 | 1 | 3 |") == 2 and table.count("| s | BC-10% | 1 | 3 |") == 2
     assert "| DT |" not in table
     with pytest.raises(ValueError, match="no finished cells of method 'at_k8'"):
-        sweep.retarget(out, [50.0], ["at_k8"])
+        sweep.retarget(out, [5.0], ["at_k8"])
+
+
+def test_oracle_and_random_need_a_hidden_task():
+    with pytest.raises(ValueError, match="oracle and random bound a hidden-task family; 'cartpole_swingup'"):
+        sweep.cell_configs(get_preset("tiny"), [2], [0], 10, 250, methods=("at", "random"))

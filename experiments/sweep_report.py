@@ -1,0 +1,156 @@
+"""The context sweep's reports: each method's mean and spread over seeds, as tables and plots.
+
+``write_tables`` writes ``sweep.md`` (the paper's Table 5 shape, then per-trial returns and, on hidden-task
+families, per-trial success rates), ``sweep.csv``, ``cells.json``, ``sweep.png`` (return against
+trajectories in context) and ``trials.png`` (return against trial); ``compare`` lays one method of several
+finished sweeps side by side (an ablation table).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from experiments.run import RunDir
+
+LABELS = {"dt": "DT", "bc10": "BC-10%", "oracle": "oracle (told the task)", "random": "random"}
+
+
+def label(method: str) -> str:
+    return LABELS.get(method, method.replace("at_k", "AT, k = "))
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean and std over seeds for each method (per-trial curves included)."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        group = [r for r in rows if r["method"] == method]
+        entry = {"method": method, **{key: group[0][key] for key in ("trajectories", "trials", "batch_size",
+                                                                      "context_steps")},
+                 "seeds": len(group), "cpu_minutes": sum(r["cpu_s"] for r in group) / 60,
+                 "wall_minutes": sum(r["wall_s"] for r in group) / 60}
+        for key in ("first_trial_mean_return", "last_trial_mean_return", "best_of_n_mean_return"):
+            values = np.array([r[key] for r in group])
+            entry[key] = float(values.mean())
+            entry[key.replace("mean_return", "std")] = float(values.std())
+        curves = np.array([r["per_trial_mean_return"] for r in group])
+        entry["per_trial_mean"], entry["per_trial_std"] = curves.mean(0).tolist(), curves.std(0).tolist()
+        if all(r.get("per_trial_success_rate") for r in group):
+            success = np.array([r["per_trial_success_rate"] for r in group])
+            entry["per_trial_success_mean"] = success.mean(0).tolist()
+            entry["per_trial_success_std"] = success.std(0).tolist()
+        out.append(entry)
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    summary = aggregate(rows)
+    first = rows[0]
+    digits = 1 if first["dataset_max_return"] >= 100 else 2  # cartpole's hundreds; point_nav's units
+    lines = [f"Dataset: median return {first['dataset_median_return']:.1f}, best {first['dataset_max_return']:.1f}. "
+             "Mean ± standard deviation over seeds of each seed's mean over the evaluation environments. "
+             "Last trial: the return of the final trial. Best of n: each environment's best trial, n = trials. "
+             "DT, BC-10%, oracle and random trials are independent (empty context each time).", "",
+             "| method | trajectories in context | steps per batch | seeds | trials (n) | first trial | last trial "
+             "| best of n | CPU min |", "|---|---|---|---|---|---|---|---|---|"]
+    for e in summary:
+        trained = e["method"] != "random"  # the floor reads no context and trains on nothing
+        context = f"{e['trajectories']} | {e['batch_size']} x {e['context_steps']}" if trained else "none | none"
+        lines.append(f"| {label(e['method'])} | {context} | {e['seeds']} | {e['trials']} | "
+                     + " | ".join(f"{e[f'{key}_mean_return']:.{digits}f} ± {e[f'{key}_std']:.{digits}f}"
+                                  for key in ("first_trial", "last_trial", "best_of_n"))
+                     + f" | {e['cpu_minutes']:.1f} |")
+    per_trial = digits - 1
+    lines += _per_trial(summary, "Per-trial mean return (AT conditions each trial on the earlier ones):",
+                        "per_trial_mean", "per_trial_std", lambda m, s: f"{m:.{per_trial}f} ± {s:.{per_trial}f}")
+    if all("per_trial_success_mean" in e for e in summary):
+        lines += _per_trial(summary, "Per-trial success rate, % (a step rewarded at least envs.SUCCESS_REWARD):",
+                            "per_trial_success_mean", "per_trial_success_std",
+                            lambda m, s: f"{100 * m:.0f} ± {100 * s:.0f}")
+    total_cpu = sum(r["cpu_s"] for r in rows) / 60
+    total_wall = sum(r["wall_s"] for r in rows) / 60
+    lines += ["", f"{len(rows)} cells; {total_cpu:.0f} CPU minutes, {total_wall:.0f} wall minutes in all."]
+    return "\n".join(lines) + "\n"
+
+
+def _per_trial(summary: list[dict], title: str, mean_key: str, std_key: str, cell) -> list[str]:
+    most = max(len(e[mean_key]) for e in summary)
+    lines = ["", title, "", "| method | " + " | ".join(f"trial {i + 1}" for i in range(most)) + " |",
+             "|---|" + "---|" * most]
+    for e in summary:
+        cells = [cell(m, s) for m, s in zip(e[mean_key], e[std_key])]
+        lines.append(f"| {label(e['method'])} | " + " | ".join(cells + [""] * (most - len(cells))) + " |")
+    return lines
+
+
+def write_tables(root: RunDir, rows: list[dict]) -> None:
+    summary = aggregate(rows)
+    buffer = io.StringIO()
+    fields = [k for k in summary[0] if not k.startswith("per_trial")]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(summary)
+    root.write_text("sweep.csv", buffer.getvalue())
+    root.write_json("cells.json", rows)
+    root.write_text("sweep.md", markdown(rows))
+    _plot(root, summary)
+
+
+def _plot(root: RunDir, summary: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    at = [e for e in summary if e["method"].startswith("at_")]
+    baselines = [e for e in summary if not e["method"].startswith("at_")]
+
+    def save(fig, ax, xlabel: str, name: str) -> None:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("return")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        root.write(name, lambda path: fig.savefig(path, dpi=120, format="png"))
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    if at:
+        ks = [e["trajectories"] for e in at]
+        for key, text in (("last_trial", "AT, last trial"), ("best_of_n", "AT, best of n")):
+            ax.errorbar(ks, [e[f"{key}_mean_return"] for e in at], yerr=[e[f"{key}_std"] for e in at], marker="o",
+                        capsize=3, label=text)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+    for e, color in zip(baselines, ("tab:red", "tab:gray", "tab:green", "tab:brown")):
+        mean, std = e["last_trial_mean_return"], e["last_trial_std"]
+        ax.axhline(mean, linestyle="--", color=color, label=f"{label(e['method'])} (one trial)")
+        ax.axhspan(mean - std, mean + std, color=color, alpha=0.15)
+    save(fig, ax, "trajectories in context", "sweep.png")
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for e in at + baselines:
+        trials = np.arange(1, len(e["per_trial_mean"]) + 1)
+        ax.errorbar(trials, e["per_trial_mean"], yerr=e["per_trial_std"], marker="o", capsize=2,
+                    linestyle="-" if e in at else ":", label=label(e["method"]))
+    save(fig, ax, "trial", "trials.png")
+
+
+def compare(roots: list[Path], methods: list[str]) -> str:
+    """One method across several finished sweeps (an ablation table): its first-trial, last-trial and
+    best-of-n returns (mean ± std over seeds) in each."""
+    lines = ["| sweep | method | seeds | trials (n) | first trial | last trial | best of n | CPU min |",
+             "|---|---|---|---|---|---|---|---|"]
+    for root in roots:
+        cells = json.loads((Path(root) / "cells.json").read_text())
+        for entry in aggregate(cells):
+            if entry["method"] not in methods:
+                continue
+            stats = " | ".join(f"{entry[f'{key}_mean_return']:.1f} ± {entry[f'{key}_std']:.1f}"
+                               for key in ("first_trial", "last_trial", "best_of_n"))
+            lines.append(f"| {Path(root).name} | {label(entry['method'])} | {entry['seeds']} | {entry['trials']} | "
+                         f"{stats} | {entry['cpu_minutes']:.1f} |")
+    return "\n".join(lines) + "\n"
