@@ -162,3 +162,26 @@ def test_write_dataset_reads_back_groups_by_task_and_resumes(tmp_path):
         np.testing.assert_array_equal(a.actions, b.actions)
     with pytest.raises(ValueError, match="seed"):
         histories_lib.write_dataset(tmp_path, source="searcher", num_histories=6, episodes_per_history=4, seed=6)
+
+
+def test_sac_learning_histories_are_written_per_task_and_repeatable(tmp_path):
+    from experiments.collection.sac import SACConfig
+
+    sac = SACConfig(hidden=(16, 16), batch_size=8, warmup_steps=30, update_every=5)
+    write = lambda root, **changes: histories_lib.write_dataset(  # noqa: E731
+        root, source="sac", num_histories=2, episodes_per_history=3, seed=4, sac=changes.pop("sac", sac), **changes)
+    buffer = write(tmp_path / "a")
+    episodes = datasets.read_episodes(buffer)
+    assert [e.history for e in episodes] == [0, 0, 0, 1, 1, 1]
+    tasks = [tuple(e.task) for e in episodes]
+    assert tasks[0] == tasks[1] == tasks[2] and tasks[3] == tasks[4] == tasks[5]
+    assert tasks[0] == tuple(envs.make(NAV, seed=demo.history_seed(4, 0)).task_parameter)
+    # Warm-up is 30 steps (1.5 episodes) of uniform actions; from then on the learner acts and updates.
+    again = datasets.read_episodes(write(tmp_path / "b"))
+    for a, b in zip(episodes, again):
+        np.testing.assert_array_equal(a.actions, b.actions)  # one seed, one learning history
+    (buffer / "episode_4_20.npz").unlink()  # an interrupted history is played again, identically
+    for a, b in zip(datasets.read_episodes(write(tmp_path / "a")), episodes):
+        np.testing.assert_array_equal(a.actions, b.actions)
+    with pytest.raises(ValueError, match="sac"):
+        write(tmp_path / "a", sac=SACConfig(hidden=(16, 16), batch_size=8, warmup_steps=31, update_every=5))

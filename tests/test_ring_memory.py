@@ -39,13 +39,17 @@ def test_ring_memory_flat_in_device_count(layout):
 
 
 @pytest.mark.parametrize("num_devices", [2, 4, 8])
-def test_natural_order_costs_no_memory(num_devices):
-    # A caller in natural token order pays at most 10% over one that holds its tokens in the layout: the
-    # permutation moves one block per device, never the whole sequence.
+def test_natural_order_costs_one_block_at_most(num_devices):
+    # A caller in natural token order pays at most one block per device over one that holds its tokens in
+    # the layout (the permuted copy of a block that the ring holds beside its own state), never the whole
+    # sequence: 9.4-9.6% of the ring's memory here on JAX 0.10, 10.4-10.6% on 0.12, whose ring needs less.
+    block = 512 * HEADS * HEAD_DIM * 4  # [1, 512, heads, head_dim] float32 bytes on each device
     for layout in LAYOUTS:
         in_layout = _ring_temp(num_devices, 512, layout)
         natural = _ring_temp(num_devices, 512, layout, natural_order=True)
-        assert natural <= 1.1 * in_layout, (layout, in_layout, natural)
+        assert natural - in_layout <= block + 1024, (layout, in_layout, natural)
+        if layout == "contiguous":  # nothing to permute
+            assert natural == in_layout
 
 
 def test_ring_memory_linear_in_block():

@@ -47,8 +47,9 @@ class CollectConfig:
     Attributes:
         out: dataset root (ExoRL root for dm_control tasks).
         task: an `envs` task name.
-        policy: "random" (uniform exploration), "sac" (the whole learning history of an online agent), or,
-            for hidden-task families only, a scripted demonstrator: "searcher" (tries distinct goals until
+        policy: "random" (uniform exploration), "sac" (the whole learning history of an online agent; for a
+            hidden-task family, one new agent per history, learning that history's task), or, for
+            hidden-task families only, a scripted demonstrator: "searcher" (tries distinct goals until
             one is rewarded, then returns to it), "ad_eps" (a task-aware expert whose random-action rate
             falls from eps_max to 0 along each history) or "oracle" (the expert without noise); see
             `experiments.collection.demonstrators`.
@@ -90,9 +91,6 @@ class CollectConfig:
     def __post_init__(self):
         spec = envs.task_spec(self.task)  # ValueError naming `name` for unknown tasks
         if spec.hidden:
-            if self.policy == "sac":
-                raise ValueError(f"policy: 'sac' does not collect hidden-task histories ({spec.name}); use "
-                                 "searcher, ad_eps, oracle or random")
             if self.episodes % self.episodes_per_history:
                 raise ValueError(f"episodes: {self.episodes} is not a multiple of episodes_per_history="
                                  f"{self.episodes_per_history}")
@@ -294,14 +292,14 @@ def collect(config: CollectConfig) -> dict:
 
 
 def _collect_histories(config: CollectConfig) -> dict:
-    """A hidden-task family: histories of a scripted demonstrator, one hidden task each, with the task
-    parameter and history index stored in every episode file (``demonstrators.write_dataset``)."""
+    """A hidden-task family: histories of a scripted demonstrator or of SAC learners, one hidden task each,
+    with the task parameter and history index stored in every episode file (``histories.write_dataset``)."""
     from experiments.collection.histories import write_dataset
 
     write_dataset(config.out, task=config.task, source=config.policy, algo=config.algo_name, seed=config.seed,
                   num_histories=config.episodes // config.episodes_per_history,
                   episodes_per_history=config.episodes_per_history, noise_max=config.noise_max,
-                  eps_max=config.eps_max)
+                  eps_max=config.eps_max, sac=config.sac)
     episodes = load_episodes(config)
     return {"episodes": [{"return": e.total_return, "length": len(e), "task": e.task.tolist(), "history": e.history}
                          for e in episodes], "stopped": False}

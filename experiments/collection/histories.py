@@ -6,20 +6,27 @@ A history is ``episodes_per_history`` episodes on one environment, so on one hid
 ``write_dataset`` writes a whole dataset in ExoRL format with the task parameter and history index stored
 per episode, resumably and atomically.
 
+Besides the scripted sources (``demonstrators.make_source``), ``source="sac"`` writes learning histories:
+each history is a fresh soft actor-critic learning its own task from scratch (the task is no secret to
+it: it is rewarded by it), its episodes in the order it played them, as Algorithm Distillation's data.
+
     python -m experiments.collection.histories --histories 600    # each source's curve over a history
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 import datasets
 import envs
 from experiments.collection.demonstrators import Source, history_seed, make_source
+from experiments.collection.sac import SACConfig
 from experiments.collection.episode import play_episode
 
 __all__ = ["run_history", "run_histories", "write_dataset", "episode_index_curve"]
@@ -100,9 +107,10 @@ def run_histories(task: str, policy, histories, episodes_per_history: int, seed:
     return out
 
 
-def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: Source = "searcher",
+def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: Source | Literal["sac"] = "searcher",
                   num_histories: int = 600, episodes_per_history: int = 12, seed: int = 0, algo: str | None = None,
-                  noise_max: float = 0.15, eps_max: float = 1.0, chunk: int = 1000) -> Path:
+                  noise_max: float = 0.15, eps_max: float = 1.0, sac: SACConfig | None = None,
+                  chunk: int = 1000) -> Path:
     """Writes ``num_histories`` histories of a demonstrator, each on its own task, in ExoRL format.
 
     Files: ``<root>/<domain>/<algo>/buffer/episode_<i>_<T>.npz`` with the keys ``task`` (the hidden task
@@ -114,12 +122,13 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
         root: the ExoRL root.
         task: the hidden-task family; each history's task is drawn from its seed (train goals for
             ``point_nav_hidden``).
-        source: "searcher", "ad_eps", "oracle" or "random".
+        source: "searcher", "ad_eps", "oracle", "random" or "sac" (learning histories).
         num_histories, episodes_per_history: the dataset's size.
         seed: the run's seed (tasks, guess orders, noise).
         algo: the directory name (default: ``source``).
         noise_max: the searcher's largest noise standard deviation.
         eps_max: ADε's first-episode random-action rate.
+        sac: the soft actor-critic's settings (source "sac"; default ``SACConfig()``).
         chunk: point_nav histories played together as arrays (memory only; the data do not depend on it).
 
     Returns:
@@ -136,6 +145,9 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
     buffer.mkdir(parents=True, exist_ok=True)
     settings = {"task": spec.name, "source": source, "episodes_per_history": episodes_per_history, "seed": seed,
                 "noise_max": noise_max, "eps_max": eps_max}
+    if source == "sac":
+        sac = sac or SACConfig()
+        settings["sac"] = json.loads(json.dumps(dataclasses.asdict(sac)))
     settings_path = directory / "demonstrators.json"
     if settings_path.exists():
         stored = json.loads(settings_path.read_text())
@@ -150,6 +162,8 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
     on_disk = {datasets.exorl.parse_name(path)[0] for path in buffer.glob("episode_*.npz")}
     todo = [h for h in range(num_histories)
             if not all(h * episodes_per_history + i in on_disk for i in range(episodes_per_history))]
+    if source == "sac":
+        return _write_learning_histories(root, spec, algo, todo, episodes_per_history, seed, sac)
     policy = make_source(source, spec.name, seed, episodes_per_history, noise_max=noise_max, eps_max=eps_max)
     if spec.kind == "numpy":  # arrays over many histories at once
         for start in range(0, len(todo), chunk):
@@ -163,6 +177,22 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
         episodes = run_history(env, policy, history, episodes_per_history)
         datasets.exorl.save(root, spec.domain, algo, episodes, first_index=history * episodes_per_history)
     return buffer
+
+
+def _write_learning_histories(root, spec, algo: str, todo: list[int], episodes_per_history: int, seed: int,
+                              sac: SACConfig) -> Path:
+    """Each history of ``todo``: a new soft actor-critic on that history's task, written whole when done."""
+    from tqdm import tqdm
+
+    from experiments.collection.policies import SACPolicy
+
+    env = envs.make(spec.name, seed=history_seed(seed, 0))
+    for history in tqdm(todo, desc=f"{spec.name} sac histories", unit="history"):
+        env.reseed(history_seed(seed, history))
+        learner = SACPolicy(sac, spec.obs_dim, spec.action_dim, history_seed(seed, history))
+        episodes = run_history(env, learner, history, episodes_per_history)
+        datasets.exorl.save(root, spec.domain, algo, episodes, first_index=history * episodes_per_history)
+    return Path(root) / spec.domain / algo / "buffer"
 
 
 def episode_index_curve(trajectories, episodes_per_history: int) -> dict[str, np.ndarray]:
