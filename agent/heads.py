@@ -68,17 +68,22 @@ def per_step_loss(predictions: dict, actions):
     return jnp.sum(jnp.square(predictions["action"] - actions), axis=-1)
 
 
-def sample_actions(predictions: dict, key):
+def sample_actions(predictions: dict, key, noise: bool = True):
     """One action per row, drawn from the head's distribution and clipped to [-1, 1] (the tanh head has
-    none: its action is returned as it is)."""
+    none: its action is returned as it is).
+
+    ``noise=False`` keeps the choice among modes and drops the spread around them: the mixture plays the
+    mean of a component drawn by its weight, the gaussian head its mean.
+    """
     if "logits" in predictions:
         component_key, noise_key = jax.random.split(key)
         component = jax.random.categorical(component_key, predictions["logits"], axis=-1)
         pick = lambda x: jnp.take_along_axis(x, component[..., None, None], axis=-2)[..., 0, :]  # noqa: E731
         mean, log_std = pick(predictions["means"]), pick(predictions["log_std"])
     elif "log_std" in predictions:
-        mean, log_std = predictions["action"], predictions["log_std"]
+        mean, log_std, noise_key = predictions["action"], predictions["log_std"], key
     else:
         return predictions["action"]
-    noise = jax.random.normal(key if "logits" not in predictions else noise_key, mean.shape)
-    return jnp.clip(mean + jnp.exp(log_std) * noise, -1.0, 1.0)
+    if not noise:
+        return mean
+    return jnp.clip(mean + jnp.exp(log_std) * jax.random.normal(noise_key, mean.shape), -1.0, 1.0)

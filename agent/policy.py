@@ -42,12 +42,14 @@ class InContextPolicy:
         recomputation; environments must stay in lock step).
       sample: draw each action from the head's distribution (``agent.heads.sample_actions``) instead of
         playing its most likely action; draws use ``fold_in(key(seed), call)``.
+      sample_noise: with ``sample``, also draw the spread around the chosen mode (False: the mixture plays
+        the mean of a component drawn by its weight).
       seed: the sampling seed.
     """
 
     def __init__(self, model: AgenticTransformer, params, *, num_envs: int, obs_dim: int, episode_length: int,
                  num_trials: int, target_return: float, recompute: bool = False, window: int | None = None,
-                 trial_window: int | None = None, sample: bool = False, seed: int = 0):
+                 trial_window: int | None = None, sample: bool = False, sample_noise: bool = True, seed: int = 0):
         cfg = model.config
         if episode_length > cfg.max_timestep:
             raise ValueError(f"episode_length={episode_length} exceeds the model's max_timestep={cfg.max_timestep}")
@@ -68,7 +70,7 @@ class InContextPolicy:
         tokens = in_context * episode_length * cfg.tokens_per_step
         shards = model.mesh.shape["sp"] if model.mesh is not None else 1
         self.max_tokens = -(-tokens // shards) * shards
-        self.sample, self._key, self._calls = sample, jax.random.key(seed), 0
+        self.sample, self.sample_noise, self._key, self._calls = sample, sample_noise, jax.random.key(seed), 0
         self._decode = jax.jit(self._decode_fn, static_argnames=("window",), donate_argnums=(1,))
         self._full = jax.jit(self._full_fn)
         self.cache = None if self.recompute else init_cache(model.stack(decoding=True), num_envs, self.max_tokens)
@@ -82,7 +84,7 @@ class InContextPolicy:
         self._previous = None
 
     def _choose(self, out, key):
-        return sample_actions(out, key) if self.sample else out["action"]
+        return sample_actions(out, key, self.sample_noise) if self.sample else out["action"]
 
     def _decode_fn(self, params, cache, inputs, positions, key, *, window):
         out, cache = self.model.apply({"params": params}, inputs, cache=cache, positions=positions, window=window)

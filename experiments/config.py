@@ -108,6 +108,8 @@ class EvalConfig:
       video: record the first environment's first trial, as evaluated, to an MP4 in the run directory.
       sample: draw actions from the action head's distribution (gaussian, mixture) instead of playing its
         most likely action.
+      sample_noise: with sample, also draw the spread around the chosen mode (False: the mixture plays the
+        mean of a component drawn by its weight, choosing among modes without the noise around them).
     """
 
     num_trials: int | None = None
@@ -119,6 +121,7 @@ class EvalConfig:
     context_trials: int | None = None
     video: bool = False
     sample: bool = False
+    sample_noise: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -96,7 +96,8 @@ def model_actor(config: ExperimentConfig, params, model, data: DataSummary) -> A
     def make(num_envs: int, episode_length: int, num_trials: int):
         return InContextPolicy(model, params, num_envs=num_envs, obs_dim=data.obs_dim, episode_length=episode_length,
                                num_trials=num_trials, target_return=target, window=ev.context_steps,
-                               trial_window=ev.context_trials, sample=ev.sample, seed=ev.seed)
+                               trial_window=ev.context_trials, sample=ev.sample, sample_noise=ev.sample_noise,
+                               seed=ev.seed)
 
     return Actor(make, target)
 

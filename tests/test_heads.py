@@ -61,3 +61,20 @@ def test_mixture_samples_pick_components_by_weight():
     assert clipped.min() == -1.0 and clipped.max() == 1.0
     plain = {"action": jnp.array([[0.25]])}
     np.testing.assert_array_equal(np.asarray(sample_actions(plain, jax.random.key(2))), [[0.25]])
+
+
+def test_sampling_without_noise_chooses_a_mode_and_plays_its_mean():
+    rows = 2000
+    pred = {"logits": jnp.tile(jnp.log(jnp.array([0.3, 0.7])), (rows, 1)),
+            "means": jnp.tile(jnp.array([-0.5, 0.25]).reshape(1, 2, 1), (rows, 1, 1)),
+            "log_std": jnp.full((rows, 2, 1), LOG_STD_RANGE[1])}  # wide: with noise, draws spread out
+    pred["action"] = pred["means"][:, 1]
+    exact = np.asarray(sample_actions(pred, jax.random.key(3), noise=False))[:, 0]
+    assert set(np.unique(exact)) == {-0.5, 0.25}
+    assert abs(float(np.mean(exact == 0.25)) - 0.7) < 4 * math.sqrt(0.7 * 0.3 / rows)
+    # The same key picks the same components as the noisy draw; only the spread is gone.
+    noisy_pick = np.asarray(sample_actions({**pred, "log_std": jnp.full((rows, 2, 1), LOG_STD_RANGE[0])},
+                                           jax.random.key(3)))[:, 0]
+    np.testing.assert_array_equal(np.sign(noisy_pick - (-0.125)), np.sign(exact - (-0.125)))
+    gaussian = {"action": jnp.full((3, 1), 0.4), "log_std": jnp.zeros((3, 1))}
+    np.testing.assert_array_equal(np.asarray(sample_actions(gaussian, jax.random.key(4), noise=False)), np.float32(0.4))
