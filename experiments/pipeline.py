@@ -51,7 +51,8 @@ def make_data(data: DataConfig) -> None:
 
     train_task = envs.task_spec(data.task).name.replace("_heldout", "")  # data comes from the train tasks
     write_dataset(Path(data.root).expanduser(), task=train_task, source=data.make, algo=data.algo,
-                  num_histories=data.histories, episodes_per_history=data.episodes_per_history)
+                  num_histories=data.histories, episodes_per_history=data.episodes_per_history,
+                  action_repeat=data.action_repeat)
 
 
 class BatchStream:

@@ -185,3 +185,24 @@ def test_sac_learning_histories_are_written_per_task_and_repeatable(tmp_path):
         np.testing.assert_array_equal(a.actions, b.actions)
     with pytest.raises(ValueError, match="sac"):
         write(tmp_path / "a", sac=SACConfig(hidden=(16, 16), batch_size=8, warmup_steps=31, update_every=5))
+
+
+def test_maze_histories_with_an_action_repeat(tmp_path):
+    maze = "point_mass_maze_reach_hidden"
+    buffer = histories_lib.write_dataset(tmp_path, task=maze, source="searcher", num_histories=2,
+                                         episodes_per_history=4, seed=3, action_repeat=10)
+    assert sorted(p.name for p in buffer.iterdir()) == sorted(f"episode_{i}_100.npz" for i in range(8))
+    episodes = datasets.read_episodes(buffer)
+    held = envs.make(maze, seed=demo.history_seed(3, 1), action_repeat=10)
+    step = held.reset()
+    for action in episodes[4].actions[:5]:  # the stored actions replay the stored episode, 10 steps each
+        step = held.step(action)
+    np.testing.assert_allclose(step.observation, episodes[4].observations[5], rtol=1e-6, atol=1e-6)
+    # Four targets, four guesses at most: every history is rewarded by its fourth episode.
+    for history in range(2):
+        assert max(float(np.max(e.rewards)) for e in episodes[4 * history:4 * history + 4]) >= envs.SUCCESS_REWARD
+    with pytest.raises(ValueError, match="action_repeat"):  # the data on disk was made with 10
+        histories_lib.write_dataset(tmp_path, task=maze, source="searcher", num_histories=2, episodes_per_history=4,
+                                    seed=3, action_repeat=5)
+    with pytest.raises(ValueError, match="action_repeat"):
+        histories_lib.write_dataset(tmp_path / "nav", source="searcher", num_histories=1, action_repeat=2)

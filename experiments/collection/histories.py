@@ -29,6 +29,9 @@ from experiments.collection.demonstrators import Source, history_seed, make_sour
 from experiments.collection.sac import SACConfig
 from experiments.collection.episode import play_episode
 
+# Settings that data written before they existed was made with (its demonstrators.json lacks them).
+_SETTING_DEFAULTS = {"action_repeat": 1}
+
 __all__ = ["run_history", "run_histories", "write_dataset", "episode_index_curve"]
 
 
@@ -110,7 +113,7 @@ def run_histories(task: str, policy, histories, episodes_per_history: int, seed:
 def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: Source | Literal["sac"] = "searcher",
                   num_histories: int = 600, episodes_per_history: int = 12, seed: int = 0, algo: str | None = None,
                   noise_max: float = 0.15, eps_max: float = 1.0, sac: SACConfig | None = None,
-                  chunk: int = 1000) -> Path:
+                  chunk: int = 1000, action_repeat: int = 1) -> Path:
     """Writes ``num_histories`` histories of a demonstrator, each on its own task, in ExoRL format.
 
     Files: ``<root>/<domain>/<algo>/buffer/episode_<i>_<T>.npz`` with the keys ``task`` (the hidden task
@@ -130,6 +133,8 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
         eps_max: ADε's first-episode random-action rate.
         sac: the soft actor-critic's settings (source "sac"; default ``SACConfig()``).
         chunk: point_nav histories played together as arrays (memory only; the data do not depend on it).
+        action_repeat: each recorded action is held this many simulator steps, rewards summed (the maze:
+            10 makes its 1,000-step episodes 100 agent steps); point_nav has none (1 only).
 
     Returns:
         The buffer directory.
@@ -139,12 +144,15 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
         raise ValueError(f"task: {spec.name!r} is not a hidden-task family")
     if num_histories < 1:
         raise ValueError(f"num_histories: must be positive, got {num_histories}")
+    if action_repeat < 1 or (action_repeat != 1 and spec.kind == "numpy"):
+        raise ValueError(f"action_repeat: {action_repeat} is not available for {spec.name!r} (point_nav: 1 only; "
+                         "dm_control families: a positive integer)")
     algo = algo or source
     directory = Path(root) / spec.domain / algo
     buffer = directory / "buffer"
     buffer.mkdir(parents=True, exist_ok=True)
     settings = {"task": spec.name, "source": source, "episodes_per_history": episodes_per_history, "seed": seed,
-                "noise_max": noise_max, "eps_max": eps_max}
+                "noise_max": noise_max, "eps_max": eps_max, "action_repeat": action_repeat}
     if source == "sac":
         sac = sac or SACConfig()
         settings["sac"] = json.loads(json.dumps(dataclasses.asdict(sac)))
@@ -152,7 +160,7 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
     if settings_path.exists():
         stored = json.loads(settings_path.read_text())
         for name, value in settings.items():
-            if stored.get(name) != value:
+            if stored.get(name, _SETTING_DEFAULTS.get(name)) != value:
                 raise ValueError(f"{name}: {value!r} differs from {stored.get(name)!r} of the data in {directory}")
     else:
         from datasets.atomic import atomic_path
@@ -163,7 +171,7 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
     todo = [h for h in range(num_histories)
             if not all(h * episodes_per_history + i in on_disk for i in range(episodes_per_history))]
     if source == "sac":
-        return _write_learning_histories(root, spec, algo, todo, episodes_per_history, seed, sac)
+        return _write_learning_histories(root, spec, algo, todo, episodes_per_history, seed, sac, action_repeat)
     policy = make_source(source, spec.name, seed, episodes_per_history, noise_max=noise_max, eps_max=eps_max)
     if spec.kind == "numpy":  # arrays over many histories at once
         for start in range(0, len(todo), chunk):
@@ -171,7 +179,7 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
             for history, episodes in zip(part, run_histories(spec.name, policy, part, episodes_per_history, seed)):
                 datasets.exorl.save(root, spec.domain, algo, episodes, first_index=history * episodes_per_history)
         return buffer
-    env = envs.make(spec.name, seed=history_seed(seed, 0))
+    env = envs.make(spec.name, seed=history_seed(seed, 0), action_repeat=action_repeat)
     for history in todo:
         env.reseed(history_seed(seed, history))  # a new history: a new task
         episodes = run_history(env, policy, history, episodes_per_history)
@@ -180,13 +188,13 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
 
 
 def _write_learning_histories(root, spec, algo: str, todo: list[int], episodes_per_history: int, seed: int,
-                              sac: SACConfig) -> Path:
+                              sac: SACConfig, action_repeat: int) -> Path:
     """Each history of ``todo``: a new soft actor-critic on that history's task, written whole when done."""
     from tqdm import tqdm
 
     from experiments.collection.policies import SACPolicy
 
-    env = envs.make(spec.name, seed=history_seed(seed, 0))
+    env = envs.make(spec.name, seed=history_seed(seed, 0), action_repeat=action_repeat)
     for history in tqdm(todo, desc=f"{spec.name} sac histories", unit="history"):
         env.reseed(history_seed(seed, history))
         learner = SACPolicy(sac, spec.obs_dim, spec.action_dim, history_seed(seed, history))
