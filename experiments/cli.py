@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import tyro
 
 from experiments.config import ExperimentConfig
-from experiments.presets import PRESETS, get_preset
+from experiments.presets import DEFAULT_PRESET, PRESETS, get_preset
 
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 
@@ -63,8 +63,8 @@ class DistributedArgs:
 
 
 def preset_from_argv(argv: list[str]) -> str:
-    """The value of ``--preset`` in ``argv`` (``default`` when absent); checked against the known names."""
-    name = "default"
+    """The value of ``--preset`` in ``argv`` (``DEFAULT_PRESET`` when absent); checked against the known names."""
+    name = DEFAULT_PRESET
     for i, arg in enumerate(argv):
         if arg == "--preset":
             if i + 1 >= len(argv):

@@ -110,6 +110,8 @@ class EvalConfig:
         most likely action.
       sample_noise: with sample, also draw the spread around the chosen mode (False: the mixture plays the
         mean of a component drawn by its weight, choosing among modes without the noise around them).
+      random_floor: also roll out a uniform random policy on the same environments and report it beside the
+        agent (the floor of a hidden-task family).
     """
 
     num_trials: int | None = None
@@ -122,6 +124,7 @@ class EvalConfig:
     video: bool = False
     sample: bool = False
     sample_noise: bool = True
+    random_floor: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

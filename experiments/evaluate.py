@@ -1,6 +1,6 @@
 """Evaluate a trained run: n trials x m environments of in-context rollouts, with reports.
 
-    python -m experiments.evaluate --run runs/default [--num-envs 8] [--num-trials 4] [--video]
+    python -m experiments.evaluate --run runs/nav_hidden [--num-envs 8] [--num-trials 4] [--video]
 
 Writes ``<run>/eval.json`` (per-trial mean and std return, last-trial mean, best-of-n mean, normalised
 scores where defined, the dataset's median and best return), ``eval.md`` (a table) and ``eval.png``
@@ -167,7 +167,16 @@ def rollout(config: ExperimentConfig, actor: Actor, data: DataSummary, *, record
 
 def evaluate(config: ExperimentConfig, params, model, data: DataSummary, out: RunDir, *,
              extra: dict | None = None) -> dict:
-    """``evaluate_params`` (plus ``extra`` fields) with the reports and the video, if asked for, in ``out``."""
+    """``evaluate_params`` (plus ``extra`` fields) with the reports and the video, if asked for, in ``out``.
+
+    With ``eval.random_floor`` the uniform random policy is rolled out on the same environments too, and its
+    per-trial figures are stored under ``random_floor``.
+    """
+    extra = dict(extra or {})
+    if config.eval.random_floor:
+        floor = rollout(config, random_actor(config, data), data)
+        extra["random_floor"] = {key: floor[key] for key in ("per_trial_mean_return", "per_trial_success_rate",
+                                                             "last_trial_mean_return", "best_of_n_mean_return")}
     return evaluate_actor(config, model_actor(config, params, model, data), data, out, extra=extra)
 
 
@@ -232,6 +241,8 @@ def markdown_table(result: dict) -> str:
               f"| dataset best episode | {result['dataset_max_return']:.1f} |"]
     if result.get("normalized"):
         lines.append(f"| last trial, D4RL normalised | {result['normalized']['last_trial_mean']:.1f} |")
+    if floor := result.get("random_floor"):
+        lines.append(f"| uniform random policy, last trial (same environments) | {floor['last_trial_mean_return']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -271,6 +282,10 @@ def summary_table(summary: dict) -> str:
                  ("dataset median / best return", f"{ev['dataset_median_return']:.1f} / {ev['dataset_max_return']:.1f}")]
         if ev.get("per_trial_success_rate"):
             rows.insert(2, ("success rate per trial", " -> ".join(f"{r:.0%}" for r in ev["per_trial_success_rate"])))
+        if floor := ev.get("random_floor"):
+            success = floor.get("per_trial_success_rate")
+            rows.append(("random policy, last trial", f"{floor['last_trial_mean_return']:.{precision}f}"
+                         + (f" (success {success[-1]:.0%})" if success else "")))
     rows += [("TensorBoard logs", summary["tensorboard"]), ("checkpoints", summary["checkpoints"]),
              ("evaluation", str(run / "eval.md")), ("plot", str(run / "eval.png"))]
     width = max(len(k) for k, _ in rows)
@@ -297,7 +312,7 @@ class EvaluateCommand:
     """Evaluate a trained run's latest checkpoint over several in-context trials.
 
     Attributes:
-      run: a run directory, e.g. runs/default.
+      run: a run directory, e.g. runs/nav_hidden.
       num_envs: environments run together (default: the run's own).
       num_trials: consecutive trials per environment (default: the run's own).
       video: record the first environment's first trial, as evaluated.

@@ -1,10 +1,11 @@
 """The context-length sweep: trajectories in context x seeds, with BC-10% and DT baselines from the same code.
 
-    python -m experiments.sweep                                  # default data, k = 1 2 4, one seed
-    python -m experiments.sweep --trajectories 1 2 4 8 16 --seeds 0 1 2 --steps 800 \\
+    python -m experiments.sweep                                  # nav_hidden, k = 1 2 4, one seed
+    python -m experiments.sweep --preset cartpole_sac --trajectories 1 2 4 8 16 --seeds 0 1 2 --steps 800 \\
         --batch-steps 4096 --name cartpole
-    python -m experiments.sweep --methods at --trajectories 4 --sampler.loss-on last --name loss_last
-    python -m experiments.sweep --name cartpole --retarget 277 719 1000   # re-evaluate at other targets
+    python -m experiments.sweep --preset cartpole_sac --methods at --trajectories 4 --sampler.loss-on last \\
+        --name loss_last
+    python -m experiments.sweep --preset cartpole_sac --name cartpole --retarget 277 719 1000   # other targets
     python -m experiments.sweep --compare runs/cartpole runs/loss_last --compare-methods at_k4
 
 Every cell is an ordinary run under ``runs/<name>/<cell>``: a cell whose eval.json exists is skipped, and
@@ -49,6 +50,7 @@ import numpy as np
 
 from experiments.cli import ConfigArg, DistributedArgs, PresetArg, parse
 from experiments.config import ExperimentConfig
+from experiments.presets import DEFAULT_PRESET
 from experiments.run import RunDir
 from experiments.sweep_report import compare, label, write_tables
 
@@ -68,6 +70,7 @@ def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[in
     if {"oracle", "random"} & set(methods) and not envs.task_spec(base.data.task).hidden:
         raise ValueError(f"methods oracle and random bound a hidden-task family; {base.data.task!r} is not one")
     baseline_trials = baseline_trials or trials or max(trajectories)
+    base = dataclasses.replace(base, eval=dataclasses.replace(base.eval, random_floor=False))  # a cell of its own
     ring = _ring_size(base)
 
     def batch(context_steps: int) -> int:
@@ -241,7 +244,7 @@ class SweepCommand:
     """
 
     config: ConfigArg
-    preset: PresetArg = "default"
+    preset: PresetArg = DEFAULT_PRESET
     trajectories: tuple[int, ...] = (1, 2, 4)
     seeds: tuple[int, ...] = (0,)
     steps: int = 300

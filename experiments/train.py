@@ -1,6 +1,6 @@
 """Train the Agentic Transformer: data -> sampler -> sharded train step, with logs, checkpoints and resume.
 
-    python -m experiments.train                        # the default main job (built-in data, ~10 min)
+    python -m experiments.train                        # the main job, nav_hidden (makes its data; ~7 min)
     python -m experiments.train --preset tiny          # seconds
     python -m experiments.train --preset walker_walk --data.root ~/exorl --train.mesh dp=2,sp=4
     python -m experiments.train --help                 # every preset and field, with choices
@@ -22,6 +22,7 @@ import time
 
 from experiments.cli import ConfigArg, DistributedArgs, PresetArg, parse
 from experiments.config import ExperimentConfig
+from experiments.presets import DEFAULT_PRESET
 from experiments.run import DataSummary, RunDir, RunLockedError, is_writer
 
 
@@ -41,7 +42,7 @@ class TrainCommand:
     """
 
     config: ConfigArg
-    preset: PresetArg = "default"
+    preset: PresetArg = DEFAULT_PRESET
     force: bool = False
     distributed: DistributedArgs = DistributedArgs()
 

@@ -232,3 +232,14 @@ def test_hidden_task_preset_makes_its_data_trains_and_reports_success(tmp_path):
     for trial, rate in enumerate(ev["per_trial_success_rate"]):  # sparse 0/1 rewards: success = any reward
         assert rate == np.mean(returns[trial] > 0)
     assert "success rate" in (config.run_dir / "eval.md").read_text()
+    # The hidden-task presets roll out the uniform random floor on the same environments: the same figures
+    # as the random actor rolled out alone.
+    from experiments.evaluate import random_actor, rollout, summary_table
+    from experiments.run import RunDir
+
+    floor, data = ev["random_floor"], RunDir(config.run_dir).data()
+    alone = rollout(config, random_actor(config, data), data)
+    assert floor["per_trial_mean_return"] == alone["per_trial_mean_return"]
+    assert floor["per_trial_success_rate"] == alone["per_trial_success_rate"]
+    assert "random policy, last trial" in summary_table(summary)
+    assert "uniform random policy" in (config.run_dir / "eval.md").read_text()

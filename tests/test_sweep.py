@@ -11,7 +11,7 @@ from experiments.run import RunDir
 
 
 def test_cells_share_batch_steps_and_overrides():
-    base = get_preset("default").replace(sampler={"loss_on": "last"})
+    base = get_preset("cartpole_sac").replace(sampler={"loss_on": "last"})
     cells = sweep.cell_configs(base, [1, 2, 16], [0, 3], steps=40, episode_length=250, batch_steps=2048,
                                baseline_trials=6)
     assert sorted(cells) == sorted(f"{m}_seed{s}" for m in ("at_k1", "at_k2", "at_k16", "dt", "bc10") for s in (0, 3))
