@@ -82,12 +82,13 @@ def _walker_mix() -> ExperimentConfig:
 
 def _hidden(name: str, task: str, domain: str, episode_length: int, histories: int, *, trials: int,
             action_repeat: int = 1, num_envs: int = 256, batch_size: int = 16, steps: int = 3000,
-            return_scale: float = 0.1) -> ExperimentConfig:
+            return_scale: float = 0.1, chunk: int | None = None) -> ExperimentConfig:
     """In-context RL on a hidden-task family: histories of a systematic searcher (distinct guesses until a
     trial is rewarded, then back to the found goal), chains drawn within one history, a mixture head
     sampled when acting, and evaluation over ``trials`` trials on tasks drawn per environment.
     ``episode_length`` counts agent steps (after the action repeat); ``return_scale`` brings the best
-    return to about 1.5."""
+    return to about 1.5; ``chunk`` (attention and feed-forward) must divide the context's tokens."""
+    chunks = {} if chunk is None else dict(query_chunk_size=chunk, key_chunk_size=chunk, ffn_chunk_size=chunk)
     return ExperimentConfig(
         name=name,
         data=DataConfig(format="exorl", root=f"runs/data/{name}", domain=domain, algo="searcher", task=task,
@@ -97,7 +98,7 @@ def _hidden(name: str, task: str, domain: str, episode_length: int, histories: i
                               group_by="history", prefetch=2),
         model=model_preset("small", embed_dim=64, num_heads=2, num_kv_heads=2, remat_policy="none",
                            max_timestep=episode_length, max_trajectories=32, action_head="mixture",
-                           num_components=8, return_scale=return_scale),
+                           num_components=8, return_scale=return_scale, **chunks),
         optim=OptimConfig(learning_rate=1e-3, warmup_steps=100, total_steps=steps, clip_norm=1.0),
         train=TrainConfig(steps=steps, checkpoint_every=500),
         eval=EvalConfig(num_envs=num_envs, num_trials=trials, sample=True, random_floor=True),
@@ -113,13 +114,13 @@ def _build() -> dict[str, Preset]:
         "nav_hidden": Preset(_hidden("nav_hidden", "point_nav_hidden_heldout", "point_nav", 20, 600, trials=12),
                              f"{train} nav_hidden   (the main job: hidden goals, evaluated on held-out "
                              "ones; makes its data)"),
-        # The maze's 1,000 simulator steps held 10 at a time: 100-step episodes, 8 trials (4 targets to search,
-        # then exploit) in 800 tokens, 8 contexts a batch (the tokens of nav_hidden's 16 x 240, times 1.7);
-        # returns reach about 840 (rewards summed over the repeat); dm_control steps one environment at a
-        # time, hence 64 of them.
+        # The maze's 1,000 simulator steps held 10 at a time: 100-step episodes, 8 trials (4 targets to
+        # search, then exploit) in 800 tokens (4 chunks of 200), 8 contexts a batch (1.7x the tokens of
+        # nav_hidden's 16 x 240); returns reach about 840 (rewards summed over the repeat); dm_control steps
+        # one environment at a time, hence 64 of them.
         "maze_hidden": Preset(_hidden("maze_hidden", "point_mass_maze_reach_hidden", "point_mass_maze", 100, 200,
                                       trials=8, action_repeat=10, num_envs=64, batch_size=8, steps=1500,
-                                      return_scale=0.002),
+                                      return_scale=0.002, chunk=200),
                               f"{train} maze_hidden   (one of the maze's four targets hidden; makes its data)"),
     }
     for task, domain, length in (("walker_stand", "walker", 1000), ("walker_run", "walker", 1000),

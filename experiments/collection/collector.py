@@ -299,7 +299,7 @@ def _collect_histories(config: CollectConfig) -> dict:
     write_dataset(config.out, task=config.task, source=config.policy, algo=config.algo_name, seed=config.seed,
                   num_histories=config.episodes // config.episodes_per_history,
                   episodes_per_history=config.episodes_per_history, noise_max=config.noise_max,
-                  eps_max=config.eps_max, sac=config.sac)
+                  eps_max=config.eps_max, sac=config.sac, action_repeat=config.action_repeat)
     episodes = load_episodes(config)
     return {"episodes": [{"return": e.total_return, "length": len(e), "task": e.task.tolist(), "history": e.history}
                          for e in episodes], "stopped": False}
