@@ -160,8 +160,8 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
     if settings_path.exists():
         stored = json.loads(settings_path.read_text())
         for name, value in settings.items():
-            if stored.get(name, _SETTING_DEFAULTS.get(name)) != value:
-                raise ValueError(f"{name}: {value!r} differs from {stored.get(name)!r} of the data in {directory}")
+            if (made_with := stored.get(name, _SETTING_DEFAULTS.get(name))) != value:
+                raise ValueError(f"{name}: {value!r} differs from {made_with!r} of the data in {directory}")
     else:
         from datasets.atomic import atomic_path
 
