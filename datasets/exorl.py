@@ -34,7 +34,10 @@ and the relabelled row 0 (the reset state) is dropped like the stored padding. S
 the control (cartpole swingup's ``small_control``), which the state does not hold: by default the file's
 ``action[i]`` (the action that led to ``physics[i]``) is passed along so those rewards equal the online
 ones; ``relabel_with_actions=False`` relabels with zero control, as ExoRL's own script did. A hidden-task
-family (``task="point_nav_hidden"``) relabels each file for the task parameter stored in it.
+family (``task="point_nav_hidden"``) relabels each file for the task parameter stored in it. Data
+collected with an action repeat (``action_repeat=r``) is relabelled by re-simulating each row's ``r``
+environment steps from the row before and summing their rewards, as the collector did; data made with
+another repeat is refused (see ``envs.relabel``).
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ def _column(path: Path, name: str, array: np.ndarray) -> np.ndarray:
                           "(multi-dimensional rewards need task=... to relabel)")
 
 
-def _read_episode(path: Path, task: str | None, with_actions: bool) -> Trajectory:
+def _read_episode(path: Path, task: str | None, with_actions: bool, action_repeat: int = 1) -> Trajectory:
     _, length = parse_name(path)
     keys = ("observation", "action", "discount") + (("physics",) if task else ("reward",))
     arrays = _read_arrays(path, keys, optional=("physics",) + _EXTRA_KEYS)
@@ -144,7 +147,7 @@ def _read_episode(path: Path, task: str | None, with_actions: bool) -> Trajector
         raise BadEpisodeError(f"{path}: an episode needs at least one step")
     if task:
         rewards = _relabel(path, task, arrays["physics"], arrays["action"] if with_actions else None,
-                           extra.get("task"))
+                           extra.get("task"), action_repeat)
     else:
         rewards = _column(path, "reward", arrays["reward"])
     terminals = _column(path, "discount", arrays["discount"])[1:] == 0
@@ -167,7 +170,7 @@ def _read_episode(path: Path, task: str | None, with_actions: bool) -> Trajector
 
 
 def _relabel(path: Path, task: str, physics: np.ndarray, actions: np.ndarray | None,
-             parameter: np.ndarray | None) -> np.ndarray:
+             parameter: np.ndarray | None, action_repeat: int = 1) -> np.ndarray:
     import envs  # lazily: the simulator is heavy and only needed here
 
     try:
@@ -178,6 +181,8 @@ def _relabel(path: Path, task: str, physics: np.ndarray, actions: np.ndarray | N
         raise BadEpisodeError(f"{path}: no 'task' key; relabelling for the hidden-task family {task!r} needs "
                               "the task parameter each episode was collected under")
     options = {"task": parameter} if hidden else {}
+    if action_repeat != 1:
+        options["action_repeat"] = action_repeat
     if physics.ndim != 2:
         raise BadEpisodeError(f"{path}: physics has shape {physics.shape}; expected [T+1, state_dim]")
     if not np.isfinite(physics).all():
@@ -199,7 +204,7 @@ def _relabel(path: Path, task: str, physics: np.ndarray, actions: np.ndarray | N
 
 def load(root: str | os.PathLike, domain: str, algo: str, *, task: str | None = None,
          max_episodes: int | None = None, skip_bad: bool = False,
-         relabel_with_actions: bool = True) -> Episodes:
+         relabel_with_actions: bool = True, action_repeat: int = 1) -> Episodes:
     """Read an ExoRL buffer, one file at a time, in episode-index order.
 
     Args:
@@ -212,6 +217,8 @@ def load(root: str | os.PathLike, domain: str, algo: str, *, task: str | None = 
         skip_bad: leave out unreadable episodes (see ``datasets.episodes``) instead of raising.
         relabel_with_actions: also hand the stored actions to the relabeller, so that rewards with a control
             cost (cartpole swingup) equal the online ones; ``False`` relabels with zero control, as ExoRL did.
+        action_repeat: the environment steps each stored action was held for when the data was collected;
+            relabelling re-simulates them (it needs ``relabel_with_actions``).
 
     Returns:
         Episodes (a list of Trajectory) with ``observations`` [T, obs], ``actions`` [T, act],
@@ -220,12 +227,15 @@ def load(root: str | os.PathLike, domain: str, algo: str, *, task: str | None = 
     """
     if task is not None and not task.startswith(f"{domain}_"):
         raise ValueError(f"task {task!r} is not a task of domain {domain!r} (expected {domain}_<name>)")
+    if task is not None and action_repeat != 1 and not relabel_with_actions:
+        raise ValueError(f"action_repeat: relabelling data collected with an action repeat of {action_repeat} "
+                         "re-simulates the held actions, so relabel_with_actions must stay on")
     directory = buffer_dir(root, domain, algo)
     files = episode_files(directory, skip_bad=skip_bad)
     if not files:
         raise ValueError(f"ExoRL buffer directory {directory} holds no .npz files")
-    return collect(files, lambda path: _read_episode(path, task, relabel_with_actions), skip_bad=skip_bad,
-                   max_episodes=max_episodes, where=str(directory))
+    return collect(files, lambda path: _read_episode(path, task, relabel_with_actions, action_repeat),
+                   skip_bad=skip_bad, max_episodes=max_episodes, where=str(directory))
 
 
 def save(root: str | os.PathLike, domain: str, algo: str, trajectories, *, first_index: int = 0) -> list[Path]:

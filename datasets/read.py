@@ -32,7 +32,7 @@ Format = Literal["auto", "exorl", "d4rl", "minari"]
 def read_episodes(path: str | os.PathLike, *, format: Format = "auto", domain: str | None = None,
                   algo: str | None = None, task: str | None = None, max_episodes: int | None = None,
                   skip_bad: bool = False, allow_empty: bool = False, contiguous: bool = False,
-                  relabel_with_actions: bool = True) -> Episodes:
+                  relabel_with_actions: bool = True, action_repeat: int = 1) -> Episodes:
     """Reads the episodes stored at ``path`` (see the module docstring for what ``path`` may be).
 
     Args:
@@ -47,7 +47,7 @@ def read_episodes(path: str | os.PathLike, *, format: Format = "auto", domain: s
             directory (a collector that has not written yet).
         contiguous: ExoRL only: the episode indices in the file names must be exactly 0..n-1 (a
             collector's buffer); a gap raises ``ValueError`` naming the missing indices.
-        relabel_with_actions: as for ``exorl.load``.
+        relabel_with_actions, action_repeat: as for ``exorl.load``.
 
     Returns:
         Episodes (a list of ``Trajectory``) in episode order.
@@ -102,7 +102,8 @@ def read_episodes(path: str | os.PathLike, *, format: Format = "auto", domain: s
             raise ValueError(f"path: {buffer} misses episodes {missing[:10]}; its episodes must be 0..n-1")
     algo_dir = buffer.parent
     return exorl.load(algo_dir.parent.parent, algo_dir.parent.name, algo_dir.name, task=task,
-                      max_episodes=max_episodes, skip_bad=skip_bad, relabel_with_actions=relabel_with_actions)
+                      max_episodes=max_episodes, skip_bad=skip_bad, relabel_with_actions=relabel_with_actions,
+                      action_repeat=action_repeat)
 
 
 def _detect(path: Path, format: str) -> tuple[str | None, Path]:

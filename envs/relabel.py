@@ -9,6 +9,12 @@ the control is zero, as in ExoRL's own relabelling.
 Hidden-task families (`task_spec(name).hidden`) need the episode's task parameter (`task=`, what
 `env.task_parameter` gave when it was collected, e.g. a maze target): the reward is that task's. The
 pure-NumPy navigation tasks relabel from positions without a simulator.
+
+Data collected with an action repeat ``r`` stores one state per agent step, after ``r`` environment steps,
+and its reward is the sum over those steps. ``action_repeat=r`` reproduces it: each row's previous state
+is set, its action applied for ``r`` environment steps, and the task's reward summed after each; the state
+this reaches is checked against the stored one, so data made with another repeat is refused, not
+relabelled wrongly. Row 0 (a reset state, nothing before it) keeps the single-state reward.
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ class Relabeler:
     def name(self) -> str:
         return self._spec.name
 
-    def __call__(self, physics_states, actions=None, *, task=None) -> np.ndarray:
+    def __call__(self, physics_states, actions=None, *, task=None, action_repeat: int = 1) -> np.ndarray:
         """Rewards of the task at each physics state.
 
         Args:
@@ -90,12 +96,15 @@ class Relabeler:
             ended in physics_states[t] (ExoRL's layout). Without it the control is zero.
           task: hidden-task families only, and required there: the task parameter (float
             [task_dim]) whose rewards to compute.
+          action_repeat: the environment steps each stored action was held for (see the module docstring);
+            above 1 the actions are required and rows 1.. are re-simulated from the row before.
 
         Returns:
           float32 [T].
 
         Raises:
-          ValueError: naming `physics_states`, `actions` or `task` when they are wrong.
+          ValueError: naming `physics_states`, `actions`, `task` or `action_repeat` when they are wrong,
+            including states that re-simulating with `action_repeat` does not reach.
         """
         states = np.asarray(physics_states, dtype=np.float64)
         dim = self._spec.physics_dim
@@ -113,6 +122,12 @@ class Relabeler:
                                  f"parameter of shape ({self._spec.task_dim},), got {task!r}")
         elif task is not None:
             raise ValueError(f"task: {self._spec.name!r} is not a hidden-task family; it takes no task parameter")
+        if not isinstance(action_repeat, (int, np.integer)) or action_repeat < 1:
+            raise ValueError(f"action_repeat: must be a positive integer, got {action_repeat!r}")
+        if action_repeat > 1 and (actions is None or self._env is None):
+            raise ValueError(f"action_repeat: relabelling {self._spec.name!r} with an action repeat of "
+                             f"{action_repeat} re-simulates each step, so it needs "
+                             + ("the actions" if self._env is not None else "a simulator (point_nav has none)"))
         if self._env is None:
             from envs import point_nav
 
@@ -122,12 +137,38 @@ class Relabeler:
         physics, task = self._env.physics, self._env.task
         rewards = np.empty((states.shape[0],), np.float32)
         for t, state in enumerate(states):
+            if action_repeat > 1 and t > 0:
+                rewards[t] = self._resimulate(states[t - 1], actions[t], action_repeat, state, t)
+                continue
             with physics.reset_context():
                 physics.set_state(state)
                 if actions is not None:
                     physics.set_control(self._to_ctrl(actions[t]))
             rewards[t] = task.get_reward(physics)
         return rewards
+
+    # Stepping from a set state differs from the online run only by the solver's warm start.
+    _RESIMULATION_TOLERANCE = 1e-6
+
+    def _resimulate(self, previous, action, repeat: int, stored, row: int) -> float:
+        """The summed reward of holding ``action`` for ``repeat`` steps from ``previous``; checks ``stored``."""
+        physics = self._env.physics
+        with physics.reset_context():
+            physics.set_state(previous)
+        physics.set_control(self._to_ctrl(action))
+        # One environment step is control_timestep / timestep simulator steps (10 for walker, 1 for the maze).
+        substeps = int(round(self._env.control_timestep() / physics.timestep()))
+        total = 0.0
+        for _ in range(repeat):
+            physics.step(substeps)
+            total += float(self._env.task.get_reward(physics))
+        reached = physics.get_state()
+        error = float(np.max(np.abs(reached - stored)))
+        if not error <= self._RESIMULATION_TOLERANCE * max(1.0, float(np.max(np.abs(stored)))):
+            raise ValueError(f"action_repeat: holding row {row}'s action for {repeat} environment steps from row "
+                             f"{row - 1}'s state does not reach the stored state (largest difference {error:.3g}); "
+                             f"were these states collected with action_repeat={repeat}?")
+        return total
 
 
 @functools.lru_cache(maxsize=8)
@@ -136,7 +177,7 @@ def _cached_relabeler(name: str) -> Relabeler:
     return Relabeler(name)
 
 
-def relabel_rewards(name: str, physics_states, actions=None, *, task=None) -> np.ndarray:
+def relabel_rewards(name: str, physics_states, actions=None, *, task=None, action_repeat: int = 1) -> np.ndarray:
     """Rewards of task `name` at each physics state, from a simulator kept per task (not thread-safe).
 
     Args:
@@ -144,8 +185,10 @@ def relabel_rewards(name: str, physics_states, actions=None, *, task=None) -> np
       physics_states: float [T, physics_dim].
       actions: optional float [T, action_dim] in [-1, 1], the actions that led to each state.
       task: the task parameter, required for (and only for) hidden-task families.
+      action_repeat: environment steps per stored action (rewards summed over them; needs the actions).
 
     Returns:
       float32 [T].
     """
-    return _cached_relabeler(registry.canonical_name(name))(physics_states, actions, task=task)
+    return _cached_relabeler(registry.canonical_name(name))(physics_states, actions, task=task,
+                                                            action_repeat=action_repeat)

@@ -17,8 +17,8 @@ if not all(hasattr(envs, name) for name in ("make", "physics_state", "relabel_re
                 allow_module_level=True)
 
 
-def _collect_online(task, steps, seed):
-    env = envs.make(task, seed=seed)
+def _collect_online(task, steps, seed, action_repeat=1):
+    env = envs.make(task, seed=seed, action_repeat=action_repeat)
     spec = env.action_spec()
     rng = np.random.default_rng(seed)
     step = env.reset()
@@ -53,6 +53,35 @@ def test_relabelled_rewards_equal_online_rewards(tmp_path, task, domain, control
     # small_control) then differ from the online ones, state-only rewards (walker) do not.
     (zero_control,) = exorl.load(tmp_path, domain, "random", task=task, relabel_with_actions=False)
     assert np.allclose(zero_control.rewards, rewards, rtol=1e-6, atol=1e-6) != control_cost
+
+
+@pytest.mark.parametrize("task, domain", [("cartpole_swingup", "cartpole"), ("walker_walk", "walker")])
+def test_data_collected_with_an_action_repeat_relabels_to_the_summed_rewards(tmp_path, task, domain):
+    # Each stored state is 3 simulator steps after the one before; the online reward is their sum.
+    online, rewards = _collect_online(task, steps=40, seed=4, action_repeat=3)
+    exorl.save(tmp_path, domain, "random", [online])
+    (loaded,) = exorl.load(tmp_path, domain, "random", task=task, action_repeat=3)
+    np.testing.assert_allclose(loaded.rewards, rewards, rtol=1e-5, atol=1e-5)
+    # Read as if one simulator step a row, the rewards are those of single states: not the online ones.
+    (single,) = exorl.load(tmp_path, domain, "random", task=task)
+    assert not np.allclose(single.rewards, rewards, rtol=1e-3, atol=1e-3)
+    # Another repeat does not reach the stored states, and says so instead of relabelling wrongly.
+    with pytest.raises(ValueError, match="action_repeat=2"):
+        exorl.load(tmp_path, domain, "random", task=task, action_repeat=2)
+    with pytest.raises(ValueError, match="relabel_with_actions"):
+        exorl.load(tmp_path, domain, "random", task=task, action_repeat=3, relabel_with_actions=False)
+
+
+def test_an_action_repeat_needs_a_simulator_and_a_positive_count():
+    with pytest.raises(ValueError, match="simulator"):
+        envs.relabel_rewards("point_nav_hidden", np.zeros((3, 2)), np.zeros((3, 2)), task=np.array([1.0, 0.0]),
+                             action_repeat=2)
+    with pytest.raises(ValueError, match="the actions"):
+        envs.relabel_rewards("walker_walk", np.zeros((3, envs.task_spec("walker_walk").physics_dim)),
+                             action_repeat=2)
+    with pytest.raises(ValueError, match="positive integer"):
+        envs.relabel_rewards("walker_walk", np.zeros((3, envs.task_spec("walker_walk").physics_dim)),
+                             action_repeat=0)
 
 
 def test_relabel_for_another_task_of_the_domain(tmp_path):
