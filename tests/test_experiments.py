@@ -141,10 +141,17 @@ def test_finished_run_reports_its_summary_and_a_second_process_is_refused(data_r
     assert after == before  # the refused run touched nothing
 
 
-def test_evaluating_a_relabelled_exorl_run_reads_no_dataset_file(data_root, tmp_path, monkeypatch):
+def test_evaluating_a_relabelled_exorl_run_reads_no_dataset_file(tmp_path, monkeypatch):
     from datasets import exorl as exorl_module
 
-    base = _config(data_root, tmp_path, steps=2)
+    from experiments import collect
+
+    # Relabelling with the preset's action repeat (4) re-simulates each row, so it needs states a simulator
+    # produced: two random episodes of the real task, collected with that repeat.
+    collect.collect(collect.CollectConfig(out=tmp_path / "collected", task="cartpole_swingup", policy="random",
+                                          episodes=2, action_repeat=4, progress=False))
+    base = _config(tmp_path / "collected", tmp_path, steps=2)
+    assert base.data.action_repeat == 4
     config = dataclasses.replace(base, data=dataclasses.replace(base.data, relabel=True))
     train_job.train(config, evaluate_at_end=False, quiet=True)
     reads = []
