@@ -82,6 +82,8 @@ class Relabeler:
         self._env = dm_control_tasks.load(spec.name, 0)
         # Agent actions live in [-1, 1]; map them exactly as the environment from envs.make does.
         self._to_ctrl = wrappers.RescaleActions(self._env).to_env_action
+        # One environment step is control_timestep / timestep simulator steps (10 for walker, 1 for the maze).
+        self._substeps = int(round(self._env.control_timestep() / self._env.physics.timestep()))
 
     @property
     def name(self) -> str:
@@ -156,11 +158,9 @@ class Relabeler:
         with physics.reset_context():
             physics.set_state(previous)
         physics.set_control(self._to_ctrl(action))
-        # One environment step is control_timestep / timestep simulator steps (10 for walker, 1 for the maze).
-        substeps = int(round(self._env.control_timestep() / physics.timestep()))
         total = 0.0
         for _ in range(repeat):
-            physics.step(substeps)
+            physics.step(self._substeps)
             total += float(self._env.task.get_reward(physics))
         reached = physics.get_state()
         error = float(np.max(np.abs(reached - stored)))

@@ -31,7 +31,7 @@ def load_episodes(data: DataConfig):
     episodes = datasets.read_episodes(root if data.format != "minari" else data.root, format=data.format,
                                       domain=data.domain if exorl else None, algo=data.algo if exorl else None,
                                       task=data.task if data.relabel else None, max_episodes=data.max_episodes,
-                                      action_repeat=data.action_repeat if data.relabel else 1)
+                                      action_repeat=data.action_repeat)
     if data.observe_task:  # the oracle baseline: told the task it acts in, here and when evaluated
         import envs
 

@@ -57,12 +57,12 @@ def test_relabelled_rewards_equal_online_rewards(tmp_path, task, domain, control
 
 @pytest.mark.parametrize("task, domain", [("cartpole_swingup", "cartpole"), ("walker_walk", "walker")])
 def test_data_collected_with_an_action_repeat_relabels_to_the_summed_rewards(tmp_path, task, domain):
-    # Each stored state is 3 simulator steps after the one before; the online reward is their sum.
+    # Each stored state is 3 environment steps after the one before; the online reward is their sum.
     online, rewards = _collect_online(task, steps=40, seed=4, action_repeat=3)
     exorl.save(tmp_path, domain, "random", [online])
     (loaded,) = exorl.load(tmp_path, domain, "random", task=task, action_repeat=3)
     np.testing.assert_allclose(loaded.rewards, rewards, rtol=1e-5, atol=1e-5)
-    # Read as if one simulator step a row, the rewards are those of single states: not the online ones.
+    # Read as if one environment step a row, the rewards are those of single states: not the online ones.
     (single,) = exorl.load(tmp_path, domain, "random", task=task)
     assert not np.allclose(single.rewards, rewards, rtol=1e-3, atol=1e-3)
     # Another repeat does not reach the stored states, and says so instead of relabelling wrongly.
