@@ -97,12 +97,12 @@ class Relabeler:
           actions: optional float [T, action_dim] in [-1, 1]; actions[t] is the action whose step
             ended in physics_states[t] (ExoRL's layout). Without it the control is zero.
           task: hidden-task families only, and required there: the task parameter (float
-            [task_dim]) whose rewards to compute.
+            [task_dim]) whose rewards to compute, or several (float [n, task_dim]) from one simulation.
           action_repeat: the environment steps each stored action was held for (see the module docstring);
             above 1 the actions are required and rows 1.. are re-simulated from the row before.
 
         Returns:
-          float32 [T].
+          float32 [T]; float32 [n, T] for n task parameters.
 
         Raises:
           ValueError: naming `physics_states`, `actions`, `task` or `action_repeat` when they are wrong,
@@ -117,11 +117,15 @@ class Relabeler:
             want = (states.shape[0], self._spec.action_dim)
             if actions.shape != want:
                 raise ValueError(f"actions: expected shape {list(want)}, got {list(actions.shape)}")
+        single = True
         if self._spec.hidden:
             task = np.asarray(task, dtype=np.float64) if task is not None else None
-            if task is None or task.shape != (self._spec.task_dim,) or not np.isfinite(task).all():
+            dim = self._spec.task_dim
+            if (task is None or task.shape[-1:] != (dim,) or task.ndim not in (1, 2) or not task.size
+                    or not np.isfinite(task).all()):
                 raise ValueError(f"task: {self._spec.name!r} is a hidden-task family; pass its finite task "
-                                 f"parameter of shape ({self._spec.task_dim},), got {task!r}")
+                                 f"parameter of shape ({dim},), or several as [n, {dim}], got {task!r}")
+            single = task.ndim == 1
         elif task is not None:
             raise ValueError(f"task: {self._spec.name!r} is not a hidden-task family; it takes no task parameter")
         if not isinstance(action_repeat, (int, np.integer)) or action_repeat < 1:
@@ -130,30 +134,41 @@ class Relabeler:
             raise ValueError(f"action_repeat: relabelling {self._spec.name!r} with an action repeat of "
                              f"{action_repeat} re-simulates each step, so it needs "
                              + ("the actions" if self._env is not None else "a simulator (point_nav has none)"))
+        tasks = None if task is None else task.reshape(-1, task.shape[-1])
         if self._env is None:
             from envs import point_nav
 
-            return point_nav.rewards(states, task)
-        if self._spec.hidden:
-            self._env.task.set_target(task)
-        physics, task = self._env.physics, self._env.task
-        rewards = np.empty((states.shape[0],), np.float32)
+            rewards = np.stack([point_nav.rewards(states, parameter) for parameter in tasks])
+            return rewards[0] if single else rewards
+        physics = self._env.physics
+        rewards = np.empty((1 if tasks is None else len(tasks), states.shape[0]), np.float32)
         for t, state in enumerate(states):
             if action_repeat > 1 and t > 0:
-                rewards[t] = self._resimulate(states[t - 1], actions[t], action_repeat, state, t)
+                rewards[:, t] = self._resimulate(states[t - 1], actions[t], action_repeat, state, t, tasks)
                 continue
             with physics.reset_context():
                 physics.set_state(state)
                 if actions is not None:
                     physics.set_control(self._to_ctrl(actions[t]))
-            rewards[t] = task.get_reward(physics)
-        return rewards
+            rewards[:, t] = self._rewards_now(tasks)
+        return rewards[0] if single else rewards
+
+    def _rewards_now(self, tasks) -> np.ndarray:
+        """float64 [n]: the reward of each task parameter (or of the one fixed task) at the current state."""
+        if tasks is None:
+            return np.array([self._env.task.get_reward(self._env.physics)], np.float64)
+        out = np.empty((len(tasks),), np.float64)
+        for j, parameter in enumerate(tasks):  # a hidden family's reward reads its target, not the simulation
+            self._env.task.set_target(parameter)
+            out[j] = self._env.task.get_reward(self._env.physics)
+        return out
 
     # Stepping from a set state differs from the online run only by the solver's warm start.
     _RESIMULATION_TOLERANCE = 1e-6
 
-    def _resimulate(self, previous, action, repeat: int, stored, row: int) -> float:
-        """The summed reward of holding ``action`` for ``repeat`` steps from ``previous``; checks ``stored``."""
+    def _resimulate(self, previous, action, repeat: int, stored, row: int, tasks) -> np.ndarray:
+        """The summed reward of each task (``_rewards_now``) over holding ``action`` for ``repeat`` steps from
+        ``previous``; checks that this reaches ``stored``."""
         physics = self._env.physics
         with physics.reset_context():
             physics.set_state(previous)
@@ -161,7 +176,7 @@ class Relabeler:
         total = 0.0
         for _ in range(repeat):
             physics.step(self._substeps)
-            total += float(self._env.task.get_reward(physics))
+            total = total + self._rewards_now(tasks)
         reached = physics.get_state()
         error = float(np.max(np.abs(reached - stored)))
         if not error <= self._RESIMULATION_TOLERANCE * max(1.0, float(np.max(np.abs(stored)))):
@@ -184,11 +199,12 @@ def relabel_rewards(name: str, physics_states, actions=None, *, task=None, actio
       name: a dm_control-based or NumPy task name.
       physics_states: float [T, physics_dim].
       actions: optional float [T, action_dim] in [-1, 1], the actions that led to each state.
-      task: the task parameter, required for (and only for) hidden-task families.
+      task: the task parameter, required for (and only for) hidden-task families; [n, task_dim] for
+        several at once.
       action_repeat: environment steps per stored action (rewards summed over them; needs the actions).
 
     Returns:
-      float32 [T].
+      float32 [T] (float32 [n, T] for n task parameters).
     """
     return _cached_relabeler(registry.canonical_name(name))(physics_states, actions, task=task,
                                                             action_repeat=action_repeat)

@@ -35,6 +35,8 @@ class DataConfig:
       download_hint: how to get the data (what to download and where), printed when root is missing.
       make: hidden-task families: when root holds no data yet, write it first with this scripted
         demonstrator ("none": never); the data the project generates itself, so a job needs no download.
+        "explorer_per_task" (the maze): task-agnostic exploration under ``explorer``, then every episode
+        relabelled for each target under ``algo`` (``experiments.collection.per_task``).
       histories: with make: histories written, one hidden task each.
       episodes_per_history: with make: episodes in a history.
       observe_task: the oracle baseline (hidden-task families only): every episode's stored task parameter
@@ -51,7 +53,7 @@ class DataConfig:
     max_episodes: int | None = None
     action_repeat: int = 4
     download_hint: str = ""
-    make: Literal["none", "searcher", "ad_eps", "oracle", "random"] = "none"
+    make: Literal["none", "searcher", "ad_eps", "oracle", "random", "explorer_per_task"] = "none"
     histories: int = 600
     episodes_per_history: int = 12
     observe_task: bool = False

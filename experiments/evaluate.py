@@ -294,13 +294,15 @@ def summary_table(summary: dict) -> str:
 
 
 def evaluate_run(run_dir: Path, *, num_envs: int | None = None, num_trials: int | None = None, video: bool = False,
-                 target_return: float | None = None, out_dir: Path | None = None) -> dict:
+                 target_return: float | None = None, sample_noise: bool | None = None,
+                 out_dir: Path | None = None) -> dict:
     """Evaluates the latest checkpoint of ``run_dir`` from its files alone, and writes the reports to
     ``out_dir`` (default: ``run_dir``, replacing its earlier evaluation)."""
     run = RunDir(run_dir)
     config = run.config()
     overrides = {k: v for k, v in (("num_envs", num_envs), ("num_trials", num_trials), ("video", video or None),
-                                   ("target_return", target_return)) if v is not None}
+                                   ("target_return", target_return),
+                                   ("sample_noise", sample_noise)) if v is not None}
     config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, **overrides))
     model, _, state, step = run.restore(config)
     out = RunDir(out_dir) if out_dir is not None else run
@@ -317,6 +319,8 @@ class EvaluateCommand:
       num_trials: consecutive trials per environment (default: the run's own).
       video: record the first environment's first trial, as evaluated.
       target_return: the return asked for (default: the run's own).
+      sample_noise: with a sampling run, also draw the spread around the chosen mode (default: the run's
+        own; False plays the chosen component's mean).
       out: write the reports here instead of into the run directory.
       distributed: several processes as one JAX runtime (as in experiments.train).
     """
@@ -326,6 +330,7 @@ class EvaluateCommand:
     num_trials: int | None = None
     video: bool = False
     target_return: float | None = None
+    sample_noise: bool | None = None
     out: Path | None = None
     distributed: DistributedArgs = DistributedArgs()
 
@@ -337,7 +342,8 @@ def main(argv=None) -> int:
     try:
         args.distributed.initialize()
         result = evaluate_run(args.run, num_envs=args.num_envs, num_trials=args.num_trials, video=args.video,
-                              target_return=args.target_return, out_dir=args.out)
+                              target_return=args.target_return, sample_noise=args.sample_noise,
+                              out_dir=args.out)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

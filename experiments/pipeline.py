@@ -51,9 +51,16 @@ def make_data(data: DataConfig) -> None:
     import envs
 
     train_task = envs.task_spec(data.task).name.replace("_heldout", "")  # data comes from the train tasks
-    write_dataset(Path(data.root).expanduser(), task=train_task, source=data.make, algo=data.algo,
+    root = Path(data.root).expanduser()
+    per_task = data.make == "explorer_per_task"
+    source = "explorer" if per_task else data.make
+    write_dataset(root, task=train_task, source=source, algo=source if per_task else data.algo,
                   num_histories=data.histories, episodes_per_history=data.episodes_per_history,
                   action_repeat=data.action_repeat)
+    if per_task:
+        from experiments.collection.per_task import write_per_task
+
+        write_per_task(root, task=train_task, source_algo=source, algo=data.algo, action_repeat=data.action_repeat)
 
 
 class BatchStream:

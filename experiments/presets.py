@@ -123,6 +123,14 @@ def _build() -> dict[str, Preset]:
                                       return_scale=0.002, chunk=200),
                               f"{train} maze_hidden   (one of the maze's four targets hidden; makes its data)"),
     }
+    # The maze from task-agnostic exploration relabelled for each of its four targets (ExoRL's recipe):
+    # chains of one target's copies, sorted by return, as the searcher preset's otherwise.
+    maze = base["maze_hidden"].config
+    base["maze_explore"] = Preset(
+        maze.replace(name="maze_explore",
+                     data={"root": "runs/data/maze_explore", "algo": "explorer_per_task", "make": "explorer_per_task"},
+                     sampler={"group_by": "task"}),
+        f"{train} maze_explore   (maze exploration relabelled for every target; makes its data)")
     for task, domain, length in (("walker_stand", "walker", 1000), ("walker_run", "walker", 1000),
                                  ("walker_walk", "walker", 1000), ("cheetah_run", "cheetah", 1000),
                                  ("jaco_reach_top_left", "jaco", 250), ("cartpole_swingup", "cartpole", 1000)):

@@ -51,7 +51,8 @@ class CollectConfig:
             hidden-task family, one new agent per history, learning that history's task), or, for
             hidden-task families only, a scripted demonstrator: "searcher" (tries distinct goals until
             one is rewarded, then returns to it), "ad_eps" (a task-aware expert whose random-action rate
-            falls from eps_max to 0 along each history) or "oracle" (the expert without noise); see
+            falls from eps_max to 0 along each history), "oracle" (the expert without noise) or, for the maze,
+            "explorer" (task-agnostic: each episode drives to a random place in the corridor); see
             `experiments.collection.demonstrators`.
         episodes: total episodes wanted on disk (a rerun with more continues).
         seed: seeds the environment and the policy.
@@ -73,7 +74,7 @@ class CollectConfig:
 
     out: Path
     task: str = "cartpole_swingup"
-    policy: Literal["random", "sac", "searcher", "ad_eps", "oracle"] = "random"
+    policy: Literal["random", "sac", "searcher", "ad_eps", "oracle", "explorer"] = "random"
     episodes: int = 10
     seed: int = 0
     action_repeat: int = 1
@@ -96,7 +97,7 @@ class CollectConfig:
                                  f"{self.episodes_per_history}")
         elif self.policy not in ("random", "sac"):
             raise ValueError(f"policy: {self.policy!r} is for hidden-task families; {spec.name} takes random or sac")
-        if self.policy not in ("random", "sac", "searcher", "ad_eps", "oracle"):
+        if self.policy not in ("random", "sac", "searcher", "ad_eps", "oracle", "explorer"):
             raise ValueError(f"policy: expected 'random' or 'sac', got {self.policy!r}")
         for name in ("episodes", "action_repeat", "episodes_per_file"):
             if getattr(self, name) < 1:

@@ -31,8 +31,8 @@ import numpy as np
 
 import envs
 
-__all__ = ["SystematicSearcher", "AnnealedExpert", "UniformRandom", "Source", "history_seed", "make_source",
-           "controller_for"]
+__all__ = ["SystematicSearcher", "AnnealedExpert", "UniformRandom", "MazeExplorer", "Source", "history_seed",
+           "make_source", "controller_for"]
 
 _ORDER, _NOISE, _STEP, _ENV = range(4)  # random streams, one per purpose
 WAYPOINT_TOLERANCE = 0.05  # maze: metres from a waypoint at which the next one is targeted
@@ -75,12 +75,18 @@ class MazeController:
         waypoints[top, 1] = goals[top]  # a top target is on the way already
         self._waypoints, self._next = waypoints, np.zeros(goals.shape[0], np.int64)
 
+    def begin_path(self, waypoints_nk2) -> None:
+        """Follows the given waypoints [N, k, 2] instead (the last one held), e.g. a corridor path."""
+        self._waypoints = np.asarray(waypoints_nk2, np.float64).copy()
+        self._next = np.zeros(self._waypoints.shape[0], np.int64)
+
     def __call__(self, observations) -> np.ndarray:
         position, velocity = observations[:, :2], observations[:, 2:4]
         rows = np.arange(position.shape[0])
-        for _ in range(2):  # at most two waypoints can be passed in one step
+        last = self._waypoints.shape[1] - 1
+        for _ in range(last):  # at most all but the first waypoint can be passed in one step
             close = np.linalg.norm(self._waypoints[rows, self._next] - position, axis=1) < WAYPOINT_TOLERANCE
-            self._next = np.where(close & (self._next < 2), self._next + 1, self._next)
+            self._next = np.where(close & (self._next < last), self._next + 1, self._next)
         target = self._waypoints[rows, self._next]
         return np.clip(self.GAIN * (target - position) - self.DAMPING * velocity, -1.0, 1.0)
 
@@ -287,7 +293,70 @@ class UniformRandom(_Demonstrator):
         return {}
 
 
-Source = Literal["searcher", "ad_eps", "oracle", "random"]
+class MazeExplorer(_Demonstrator):
+    """Task-agnostic maze exploration: each episode drives to its own random place in the corridor.
+
+    The destination is uniform over the corridor around the central box (``CORRIDOR``, away from the
+    walls); the path leaves the box through its opening, follows the corridor round the side nearer the
+    destination and stops there. Paths pass the corridor's corners, where
+    the targets sit, so relabelling its episodes for every target (``envs.relabel_rewards`` with several
+    task parameters) gives each target a spread of returns: episodes that end at it, pass it, or miss
+    it. It knows the maze's layout, never a target; per-history Gaussian action noise as the searcher's.
+    """
+
+    CORRIDOR = (0.14, 0.27)  # |x| or |y| within these bounds (metres): inside the corridor, off its walls
+
+    def __init__(self, task: str, seed: int, episodes_per_history: int, noise_max: float = 0.15):
+        super().__init__(task, seed, episodes_per_history)
+        if envs.task_spec(task).domain != "point_mass_maze":
+            raise ValueError(f"task: the explorer drives the maze's corridor; {task!r} is not the maze")
+        if noise_max < 0:
+            raise ValueError(f"noise_max: must be non-negative, got {noise_max}")
+        self._noise_max = float(noise_max)
+
+    def _begin_histories(self) -> None:
+        self.noise = np.array([np.random.default_rng([self._seed, _NOISE, int(h)]).uniform(0, self._noise_max)
+                               for h in self.histories])
+
+    @classmethod
+    def draw_destination(cls, rng) -> np.ndarray:
+        inner, outer = cls.CORRIDOR
+        while True:
+            point = rng.uniform(-outer, outer, 2)
+            if np.max(np.abs(point)) >= inner:
+                return point
+
+    @staticmethod
+    def corridor_path(destination, side: float) -> np.ndarray:
+        """float64 [4, 2]: the box's opening, then along the corridor to ``destination``."""
+        x, y = destination
+        opening, corner = (0.0, 0.2), (side * 0.2, 0.2)
+        if y >= 0.11:  # the top corridor: straight along it
+            return np.array([opening, destination, destination, destination])
+        if abs(x) >= 0.11:  # a side corridor: round the top corner of its side
+            corner = (np.sign(x) * 0.2, 0.2)
+            return np.array([opening, corner, destination, destination])
+        return np.array([opening, corner, (side * 0.2, y), destination])  # under the box
+
+    def _begin_episodes(self, rngs) -> None:
+        paths, noise = [], []
+        for rng in rngs:
+            destination = self.draw_destination(rng)
+            paths.append(self.corridor_path(destination, 1.0 if destination[0] >= 0 else -1.0))
+            noise.append(rng.normal(0.0, 1.0, (self._max_steps, self._action_dim)))
+        self.destinations = np.stack([path[-1] for path in paths])
+        self._controller.begin_path(np.stack(paths))
+        self._noise_steps = np.stack(noise)
+
+    def _actions(self, observations) -> np.ndarray:
+        return self._controller(observations) + self.noise[:, None] * self._noise_steps[:, self._t]
+
+    def stats(self) -> dict[str, float]:
+        return {"noise": float(self.noise[0]), "destination_x": float(self.destinations[0, 0]),
+                "destination_y": float(self.destinations[0, 1])}
+
+
+Source = Literal["searcher", "ad_eps", "oracle", "random", "explorer"]
 
 
 def make_source(source: Source, task: str, seed: int, episodes_per_history: int, *, noise_max: float = 0.15,
@@ -301,4 +370,6 @@ def make_source(source: Source, task: str, seed: int, episodes_per_history: int,
         return AnnealedExpert(task, seed, episodes_per_history, 0.0)
     if source == "random":
         return UniformRandom(task, seed, episodes_per_history)
-    raise ValueError(f"source: expected 'searcher', 'ad_eps', 'oracle' or 'random', got {source!r}")
+    if source == "explorer":
+        return MazeExplorer(task, seed, episodes_per_history, noise_max)
+    raise ValueError(f"source: expected 'searcher', 'ad_eps', 'oracle', 'random' or 'explorer', got {source!r}")

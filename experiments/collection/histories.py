@@ -125,7 +125,7 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
         root: the ExoRL root.
         task: the hidden-task family; each history's task is drawn from its seed (train goals for
             ``point_nav_hidden``).
-        source: "searcher", "ad_eps", "oracle", "random" or "sac" (learning histories).
+        source: "searcher", "ad_eps", "oracle", "random", "explorer" (the maze) or "sac" (learning histories).
         num_histories, episodes_per_history: the dataset's size.
         seed: the run's seed (tasks, guess orders, noise).
         algo: the directory name (default: ``source``).
