@@ -162,6 +162,10 @@ def rollout(config: ExperimentConfig, actor: Actor, data: DataSummary, *, record
         "dataset_median_return": data.median_return,
         "dataset_max_return": data.max_return,
         "per_trial_success_rate": (outcomes.best >= envs.SUCCESS_REWARD).mean(axis=1).tolist() if hidden else None,
+        # Each environment's hidden task and success per trial, for the breakdown by task
+        # (experiments.analysis.per_task).
+        "tasks": np.asarray(batch_env.task_parameters).tolist() if hidden else None,
+        "successes": (outcomes.best >= envs.SUCCESS_REWARD).tolist() if hidden else None,
     }
 
 

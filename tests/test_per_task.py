@@ -132,3 +132,29 @@ def test_maze_explore_preset_makes_both_datasets_and_trains(tmp_path):
     copies = datasets.read_episodes(domain / "explorer_per_task")
     assert len(copies) == 64 and all(c.history is None for c in copies)
     assert len(summary["eval"]["per_trial_success_rate"]) == 2
+
+
+def test_breakdown_by_task_groups_environments_by_their_task(tmp_path, capsys):
+    from experiments.analysis import per_task as analysis
+
+    targets = envs.task_set(MAZE)
+    tasks = targets[[2, 0, 2, 1, 0]]
+    returns = [[10.0, 0.0, 30.0, 5.0, 2.0], [20.0, 4.0, 40.0, 0.0, 6.0]]  # [trials, envs]
+    successes = [[True, False, True, False, False], [True, False, False, False, True]]
+    result = {"task": MAZE, "num_envs": 5, "returns": returns, "tasks": tasks.tolist(), "successes": successes}
+    rows = analysis.task_breakdown(result, tasks)
+    assert [r["task"] for r in rows] == [targets[2].tolist(), targets[0].tolist(), targets[1].tolist()]
+    assert [r["environments"] for r in rows] == [2, 2, 1]
+    np.testing.assert_allclose(rows[0]["per_trial_mean_return"], [20.0, 30.0])
+    np.testing.assert_allclose(rows[1]["per_trial_success_rate"], [0.0, 0.5])
+    assert analysis.task_names(MAZE, np.array([r["task"] for r in rows])) == [
+        "reach_bottom_left", "reach_top_left", "reach_top_right"]
+    (tmp_path / "eval.json").write_text(json.dumps(result))
+    assert analysis.main([str(tmp_path)]) == 0
+    assert "| reach_bottom_left | 2 | 20 30 | 100% -> 50% |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="rows"):
+        analysis.task_breakdown(result, tasks[:3])
+    del result["tasks"]
+    (tmp_path / "eval.json").write_text(json.dumps(result))
+    assert analysis.main([str(tmp_path)]) == 2  # no tasks recorded and no config beside it
+    assert "--config" in capsys.readouterr().out
