@@ -26,6 +26,7 @@ import numpy as np
 
 import datasets
 import envs
+from datasets.atomic import atomic_path
 
 __all__ = ["write_per_task", "STORED_REWARD_TOLERANCE"]
 
@@ -90,8 +91,6 @@ def write_per_task(root: str | Path, *, task: str, source_algo: str, algo: str, 
             continue
         copies = _copies(spec.name, episode, tasks, action_repeat)
         if not settings_path.exists():  # after the first episode relabels: a refused run leaves nothing
-            from datasets.atomic import atomic_path
-
             directory.mkdir(parents=True, exist_ok=True)
             with atomic_path(settings_path) as temporary:
                 temporary.write_text(json.dumps(settings, indent=1) + "\n")
