@@ -49,6 +49,20 @@ def match_varying(tree, like):
     return jax.tree.map(lambda x: lax.pcast(x, axes, to="varying"), tree)
 
 
+def zeros_after(tree, after):
+    """Zeros like every array of ``tree`` that XLA can only compute once ``after`` exists.
+
+    A constant fill has no inputs, so XLA may schedule it at the very start of the program and hold it
+    through everything before its use: the backward's accumulators through the whole forward pass. These
+    are filled from ``x - x`` of one finite element of ``after`` (float x - x is never folded), and they
+    vary over the mesh axes that ``after`` varies over.
+    """
+    first = after.reshape(-1)[0].astype(F32)
+    first = jnp.where(jnp.isfinite(first), first, 0.0)
+    zero = first - first
+    return jax.tree.map(lambda x: jnp.full_like(x, zero), tree)
+
+
 def _grouped(x, kv_heads):
     """[b, s, hq, d] -> [b, s, hkv, g, d]: query heads grouped by their K/V head (a free reshape)."""
     batch, seq, q_heads, head_dim = x.shape
@@ -74,12 +88,11 @@ class XlaStep:
                     scale=1.0 / math.sqrt(q.shape[-1]))
 
     def forward_init(self, q, kv_heads):
-        return kernel.init_state(_grouped(q, kv_heads))
+        return kernel.init_state(q, kv_heads)
 
     def forward(self, acc, q, k, v, q_pos, k_pos, q_seg, k_seg):
-        qg = _grouped(q, k.shape[2])
-        acc = match_varying(kernel.init_state(qg), q) if acc is None else acc
-        return kernel.block_forward(acc, qg, k, v, q_pos, k_pos, q_seg, k_seg, **self._static(q),
+        acc = match_varying(kernel.init_state(q, k.shape[2]), q) if acc is None else acc
+        return kernel.block_forward(acc, q, k, v, q_pos, k_pos, q_seg, k_seg, **self._static(q),
                                     float32_logits=self.float32_logits)
 
     def result(self, acc, q):
@@ -94,13 +107,11 @@ class XlaStep:
     def grads_init(self, q, k):
         batch, block, kv_heads, head_dim = k.shape
         kv_shape = (batch, kv_heads, block, head_dim)
-        return (kernel.init_state(_grouped(q, kv_heads)).o, jnp.zeros(kv_shape, F32), jnp.zeros(kv_shape, F32))
+        return (kernel.init_state(q, kv_heads).o, jnp.zeros(kv_shape, F32), jnp.zeros(kv_shape, F32))
 
     def backward(self, grads, q, k, v, dout, stats, q_pos, k_pos, q_seg, k_seg):
-        kv_heads = k.shape[2]
-        grads = match_varying(self.grads_init(q, k), q) if grads is None else grads
-        return kernel.block_backward(grads, _grouped(q, kv_heads), k, v, _grouped(dout, kv_heads), *stats,
-                                     q_pos, k_pos, q_seg, k_seg, **self._static(q))
+        grads = zeros_after(self.grads_init(q, k), stats[0]) if grads is None else grads
+        return kernel.block_backward(grads, q, k, v, dout, *stats, q_pos, k_pos, q_seg, k_seg, **self._static(q))
 
     def grads_result(self, grads, q, k, v):
         dq, dk, dv = grads

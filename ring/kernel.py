@@ -7,10 +7,10 @@ FLOPs), FULL when every pair may attend (no masking work), MASKED otherwise (the
 boundaries).
 
 Inputs stay in the caller's sequence-major layout (no copy of a whole block is made); each chunk is
-turned heads-major as it is sliced, and the float32 accumulators are heads-major, so every chunk matmul is
-a plain batched dot (grouped-query attention keeps query heads grouped by their K/V head):
+grouped and turned heads-major as it is sliced, and the float32 accumulators are heads-major, so every
+chunk matmul is a plain batched dot (grouped-query attention keeps query heads grouped by their K/V head):
 
-    q, do:         [batch, q_len, kv_heads, groups, head_dim]
+    q, do:         [batch, q_len, q_heads, head_dim]  (q_heads = kv_heads * groups)
     k, v:          [batch, k_len, kv_heads, head_dim]
     o, dq:         [batch, kv_heads, groups, q_len, head_dim]   (float32 accumulators)
     dk, dv:        [batch, kv_heads, k_len, head_dim]           (float32 accumulators)
@@ -44,10 +44,10 @@ class SoftmaxState(NamedTuple):
     l: jax.Array  # [b, h, g, q], running sum of exp(score - m)
 
 
-def init_state(q) -> SoftmaxState:
-    """Empty state for queries q [b, q_len, h, g, d]."""
-    batch, q_len, heads, groups, head_dim = q.shape
-    stats = (batch, heads, groups, q_len)
+def init_state(q, kv_heads: int) -> SoftmaxState:
+    """Empty state for queries q [b, q_len, hq, d] attending to ``kv_heads`` K/V heads."""
+    batch, q_len, q_heads, head_dim = q.shape
+    stats = (batch, kv_heads, q_heads // kv_heads, q_len)
     return SoftmaxState(o=jnp.zeros(stats + (head_dim,), F32), m=jnp.full(stats, -jnp.inf, F32),
                         l=jnp.zeros(stats, F32))
 
@@ -130,9 +130,13 @@ def _slice(x, start, size, axis):
     return x if x is None else lax.dynamic_slice_in_dim(x, start, size, axis)
 
 
-def _q_chunk(x, start, size):
-    """Chunk [b, size, h, g, d] of a sequence-major query-like array, heads-major: [b, h, g, size, d]."""
-    return jnp.moveaxis(_slice(x, start, size, 1), 1, 3)
+def _q_chunk(x, start, size, kv_heads):
+    """Chunk of a sequence-major query-like array [b, len, hq, d], grouped by K/V head and heads-major:
+    [b, h, g, size, d]. The chunk is grouped, not the block: JAX 0.10's XLA gave a grouped block a layout
+    of its own, and with it a copy of q and do in every backward ring step."""
+    chunk = _slice(x, start, size, 1)
+    batch, _, q_heads, head_dim = chunk.shape
+    return jnp.moveaxis(chunk.reshape(batch, size, kv_heads, q_heads // kv_heads, head_dim), 1, 3)
 
 
 def _kv_chunk(x, start, size):
@@ -146,7 +150,7 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
 
     Args:
       state: SoftmaxState of the query block.
-      q: [b, q_len, h, g, d].
+      q: [b, q_len, hq, d].
       k, v: [b, k_len, h, d].
       q_pos, k_pos: int32 global positions [q_len], [k_len].
       q_seg, k_seg: segment ids [b, q_len], [b, k_len], or both None.
@@ -163,7 +167,7 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
 
     def query_chunk(qi, state):
         qs = qi * q_chunk
-        q_c = _q_chunk(q, qs, q_chunk).astype(logit_dtype) * jnp.asarray(scale, logit_dtype)
+        q_c = _q_chunk(q, qs, q_chunk, k.shape[2]).astype(logit_dtype) * jnp.asarray(scale, logit_dtype)
         qp_c, qseg_c = _slice(q_pos, qs, q_chunk, 0), _slice(q_seg, qs, q_chunk, 1)
         chunk_state = SoftmaxState(*(_slice(x, qs, q_chunk, 3) for x in state))
 
@@ -203,15 +207,15 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
     Args:
       grads: (dq [b, h, g, q_len, d], dk [b, h, k_len, d], dv [b, h, k_len, d]) float32 accumulators;
         dq is the query block's, dk/dv belong to this K/V block.
-      q: [b, q_len, h, g, d]; k, v: [b, k_len, h, d].
-      do: output cotangent [b, q_len, h, g, d].
+      q: [b, q_len, hq, d]; k, v: [b, k_len, h, d].
+      do: output cotangent [b, q_len, hq, d].
       lse, delta: [b, h, g, q_len] float32, log-sum-exp and rowsum(do * out) over the whole sequence.
       scale: the score scale, 1/sqrt(head_dim).
 
     Returns:
       The updated (dq, dk, dv).
     """
-    q_len, k_len = q.shape[1], k.shape[1]
+    q_len, k_len, kv_heads = q.shape[1], k.shape[1], k.shape[2]
     lse = jnp.where(jnp.isneginf(lse), 0.0, lse)  # rows with no keys: every p below is 0 anyway
 
     def key_chunk(ki, grads):
@@ -228,8 +232,8 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
             def attend(masked):
                 def run(carry):
                     dq, dk_c, dv_c = carry
-                    q_c = _q_chunk(q, qs, q_chunk).astype(F32) * scale
-                    do_c = _q_chunk(do, qs, q_chunk).astype(F32)
+                    q_c = _q_chunk(q, qs, q_chunk, kv_heads).astype(F32) * scale
+                    do_c = _q_chunk(do, qs, q_chunk, kv_heads).astype(F32)
                     p = jnp.exp(_dot("bhgqd,bhkd->bhgqk", q_c, k_c) - _slice(lse, qs, q_chunk, 3)[..., None])
                     if masked:
                         p = apply_mask(p, 0.0)

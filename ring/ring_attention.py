@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ring import kernel
-from ring.block_step import PallasStep, XlaStep, match_varying
+from ring.block_step import PallasStep, XlaStep, match_varying, zeros_after
 from ring.checks import check_attention_inputs, check_chunk, check_impl
 from ring.layouts import check_layout, global_positions
 
@@ -111,7 +111,7 @@ def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
         return dq, incoming_kv, cfg.shift((dk, dv))
 
     # After n hops every dk/dv accumulator is back on the device that owns its K/V block.
-    dq, dk, dv = cfg.varying_like(step.grads_init(q, k), q)
+    dq, dk, dv = zeros_after(step.grads_init(q, k), stats[0])
     dq, _, (dk, dv) = lax.fori_loop(0, n, body, (dq, (k, v, segment_ids), (dk, dv)))
     return step.grads_result((dq, dk, dv), q, k, v)
 
