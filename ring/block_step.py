@@ -54,8 +54,8 @@ def zeros_after(tree, after):
 
     A constant fill has no inputs, so XLA may schedule it at the very start of the program and hold it
     through everything before its use: the backward's accumulators through the whole forward pass. These
-    are filled from ``x - x`` of one finite element of ``after`` (float x - x is never folded), and they
-    vary over the mesh axes that ``after`` varies over.
+    are filled from ``x - x`` of one finite element of ``after``, which XLA does not fold to a constant
+    (float ``x - x`` is NaN for an infinite x), and they vary over the mesh axes that ``after`` varies over.
     """
     first = after.reshape(-1)[0].astype(F32)
     first = jnp.where(jnp.isfinite(first), first, 0.0)
