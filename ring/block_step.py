@@ -107,7 +107,8 @@ class XlaStep:
     def grads_init(self, q, k):
         batch, block, kv_heads, head_dim = k.shape
         kv_shape = (batch, kv_heads, block, head_dim)
-        return (kernel.init_state(q, kv_heads).o, jnp.zeros(kv_shape, F32), jnp.zeros(kv_shape, F32))
+        dq_shape = (batch, kv_heads, q.shape[2] // kv_heads, head_dim, q.shape[1])  # transposed, as the kernel adds it
+        return jnp.zeros(dq_shape, F32), jnp.zeros(kv_shape, F32), jnp.zeros(kv_shape, F32)
 
     def backward(self, grads, q, k, v, dout, stats, q_pos, k_pos, q_seg, k_seg):
         grads = zeros_after(self.grads_init(q, k), stats[0]) if grads is None else grads
@@ -115,7 +116,7 @@ class XlaStep:
 
     def grads_result(self, grads, q, k, v):
         dq, dk, dv = grads
-        return (_seq_major(dq, q.shape).astype(q.dtype), jnp.moveaxis(dk, 2, 1).astype(k.dtype),
+        return (jnp.moveaxis(dq, 4, 1).reshape(q.shape).astype(q.dtype), jnp.moveaxis(dk, 2, 1).astype(k.dtype),
                 jnp.moveaxis(dv, 2, 1).astype(v.dtype))
 
 

@@ -8,11 +8,14 @@ boundaries).
 
 Inputs stay in the caller's sequence-major layout (no copy of a whole block is made); each chunk is
 grouped and turned heads-major as it is sliced, and the float32 accumulators are heads-major, so every
-chunk matmul is a plain batched dot (grouped-query attention keeps query heads grouped by their K/V head):
+chunk matmul is a plain batched dot (grouped-query attention keeps query heads grouped by their K/V head,
+and a query chunk's groups and positions merge into one row dimension ``n = (g, q)`` against the chunk's
+keys):
 
     q, do:         [batch, q_len, q_heads, head_dim]  (q_heads = kv_heads * groups)
     k, v:          [batch, k_len, kv_heads, head_dim]
-    o, dq:         [batch, kv_heads, groups, q_len, head_dim]   (float32 accumulators)
+    o:             [batch, kv_heads, groups, q_len, head_dim]   (float32 accumulator)
+    dq:            [batch, kv_heads, groups, head_dim, q_len]   (float32, transposed: see block_backward)
     dk, dv:        [batch, kv_heads, k_len, head_dim]           (float32 accumulators)
     m, l, lse:     [batch, kv_heads, groups, q_len]             (row statistics, float32)
     pos:       int32 [len]                           (global token positions)
@@ -78,7 +81,7 @@ def chunk_case(q_pos, k_pos, q_seg, k_seg, causal: bool):
     mask is built only inside the MASKED branch; with them the mask is built here, once.
 
     Returns:
-      (int32 case, ``apply(x, fill)``: ``x`` [b, h, g, q, k] with ``fill`` where the pair may not attend).
+      (int32 case, ``mask()``: the boolean [batch or 1, q_len, k_len] of pairs that may attend).
     """
     if q_seg is None:
         mask = None
@@ -91,12 +94,7 @@ def chunk_case(q_pos, k_pos, q_seg, k_seg, causal: bool):
     else:
         mask = _mask(q_pos, k_pos, q_seg, k_seg, causal)
         case = jnp.where(jnp.all(mask), FULL, jnp.where(jnp.any(mask), MASKED, SKIP)).astype(jnp.int32)
-
-    def apply(x, fill):
-        chunk_mask = _mask(q_pos, k_pos, None, None, causal) if mask is None else mask
-        return jnp.where(chunk_mask[:, None, None], x, fill)
-
-    return case, apply
+    return case, lambda: _mask(q_pos, k_pos, None, None, causal) if mask is None else mask
 
 
 def block_may_attend(q_pos, k_pos, causal: bool):
@@ -118,25 +116,19 @@ def _dot(spec, a, b):
     return jnp.einsum(spec, a, b, preferred_element_type=F32)
 
 
-def _dot_rows(a, b):
-    """``einsum("bhgqk,bhgqd->bhkd")`` with (g, q) merged first, so the dot has one contracting
-    dimension and XLA needs no transposed copy of the [.., q, k] operand."""
-    batch, heads, groups, q_len, k_len = a.shape
-    return _dot("bhnk,bhnd->bhkd", a.reshape(batch, heads, groups * q_len, k_len),
-                b.reshape(batch, heads, groups * q_len, b.shape[-1]))
-
-
 def _slice(x, start, size, axis):
     return x if x is None else lax.dynamic_slice_in_dim(x, start, size, axis)
 
 
-def _q_chunk(x, start, size, kv_heads):
-    """Chunk of a sequence-major query-like array [b, len, hq, d], grouped by K/V head and heads-major:
-    [b, h, g, size, d]. The chunk is grouped, not the block: JAX 0.10's XLA gave a grouped block a layout
-    of its own, and with it a copy of q and do in every backward ring step."""
+def _q_rows(x, start, size, kv_heads):
+    """Chunk of a sequence-major query-like array [b, len, hq, d], grouped by K/V head and heads-major,
+    each head's groups and positions merged into rows: [b, h, n, d], n = (g, size). The chunk is grouped,
+    not the block: JAX 0.10's XLA gave a grouped block a layout of its own, and with it a copy of q and do
+    in every backward ring step."""
     chunk = _slice(x, start, size, 1)
     batch, _, q_heads, head_dim = chunk.shape
-    return jnp.moveaxis(chunk.reshape(batch, size, kv_heads, q_heads // kv_heads, head_dim), 1, 3)
+    grouped = jnp.moveaxis(chunk.reshape(batch, size, kv_heads, q_heads // kv_heads, head_dim), 1, 3)
+    return grouped.reshape(batch, kv_heads, q_heads // kv_heads * size, head_dim)
 
 
 def _kv_chunk(x, start, size):
@@ -163,31 +155,36 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
       The updated SoftmaxState.
     """
     q_len, k_len = q.shape[1], k.shape[1]
-    logit_dtype = F32 if float32_logits else q.dtype
+    batch, _, q_heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    groups, logit_dtype = q_heads // kv_heads, F32 if float32_logits else q.dtype
+    rows = groups * q_chunk  # a query chunk's rows, its heads' groups merged: n = (g, q)
 
     def query_chunk(qi, state):
         qs = qi * q_chunk
-        q_c = _q_chunk(q, qs, q_chunk, k.shape[2]).astype(logit_dtype) * jnp.asarray(scale, logit_dtype)
+        q_c = _q_rows(q, qs, q_chunk, kv_heads).astype(logit_dtype) * jnp.asarray(scale, logit_dtype)
         qp_c, qseg_c = _slice(q_pos, qs, q_chunk, 0), _slice(q_seg, qs, q_chunk, 1)
-        chunk_state = SoftmaxState(*(_slice(x, qs, q_chunk, 3) for x in state))
+        # The chunk's state in rows: o [b, h, n, d], m and l [b, h, n].
+        chunk_state = SoftmaxState(*(_slice(x, qs, q_chunk, 3).reshape((batch, kv_heads, rows) + x.shape[4:])
+                                     for x in state))
 
         def key_chunk(ki, cs):
             ks = ki * k_chunk
             kp_c, kseg_c = _slice(k_pos, ks, k_chunk, 0), _slice(k_seg, ks, k_chunk, 1)
-            case, apply_mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal)
+            case, chunk_mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal)
 
             def attend(masked):
                 def run(cs):
-                    k_c = _kv_chunk(k, ks, k_chunk).astype(logit_dtype)
-                    s = _dot("bhgqd,bhkd->bhgqk", q_c, k_c)
-                    if masked:
-                        s = apply_mask(s, -jnp.inf)
+                    s = _dot("bhnd,bhkd->bhnk", q_c, _kv_chunk(k, ks, k_chunk).astype(logit_dtype))
+                    if masked:  # the mask [B, q, k], broadcast over heads and groups
+                        grouped = s.reshape(batch, kv_heads, groups, q_chunk, k_chunk)
+                        s = jnp.where(chunk_mask()[:, None, None], grouped, -jnp.inf).reshape(s.shape)
                     m_new = jnp.maximum(cs.m, jnp.max(s, axis=-1))
                     # A masked row may have seen no key yet (max -inf): shift by 0 so exp gives 0, not NaN.
                     m_safe = jnp.where(jnp.isneginf(m_new), 0.0, m_new) if masked else m_new
                     p = jnp.exp(s - m_safe[..., None])
                     alpha = jnp.exp(cs.m - m_safe)
-                    pv = _dot("bhgqk,bhkd->bhgqd", p.astype(v.dtype), _kv_chunk(v, ks, k_chunk))
+                    pv = _dot("bhnk,bhkd->bhnd", p.astype(v.dtype), _kv_chunk(v, ks, k_chunk))
                     return SoftmaxState(cs.o * alpha[..., None] + pv, m_new, cs.l * alpha + jnp.sum(p, axis=-1))
 
                 return run
@@ -195,6 +192,7 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
             return _switch(case, attend, cs)
 
         cs = lax.fori_loop(0, k_len // k_chunk, key_chunk, chunk_state)
+        cs = (c.reshape(x.shape[:3] + (q_chunk,) + x.shape[4:]) for x, c in zip(state, cs))  # rows -> (g, q)
         return SoftmaxState(*(lax.dynamic_update_slice_in_dim(x, c, qs, 3) for x, c in zip(state, cs)))
 
     return lax.fori_loop(0, q_len // q_chunk, query_chunk, state)
@@ -204,8 +202,12 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
                    k_chunk, scale):
     """Adds one K/V block's share of the attention gradients (FlashAttention-2 backward).
 
+    Scores are computed key-major, ``[k, (g, q)]``, so that each of the five chunk matmuls takes its
+    operands as XLA's CPU dot kernels want them: only [.., d] chunks are ever transposed, never a
+    [k, q] tile. dq is accumulated transposed for the same reason.
+
     Args:
-      grads: (dq [b, h, g, q_len, d], dk [b, h, k_len, d], dv [b, h, k_len, d]) float32 accumulators;
+      grads: (dq [b, h, g, d, q_len], dk [b, h, k_len, d], dv [b, h, k_len, d]) float32 accumulators;
         dq is the query block's, dk/dv belong to this K/V block.
       q: [b, q_len, hq, d]; k, v: [b, k_len, h, d].
       do: output cotangent [b, q_len, hq, d].
@@ -216,7 +218,14 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
       The updated (dq, dk, dv).
     """
     q_len, k_len, kv_heads = q.shape[1], k.shape[1], k.shape[2]
+    batch, _, q_heads, head_dim = q.shape
+    groups = q_heads // kv_heads
+    rows = groups * q_chunk  # a query chunk's rows, its heads' groups merged: n = (g, q)
     lse = jnp.where(jnp.isneginf(lse), 0.0, lse)  # rows with no keys: every p below is 0 anyway
+
+    def stat_row(x, qs):
+        """A row statistic [b, h, g, q_len] of the chunk's rows, as [b, h, 1, n] against key-major scores."""
+        return _slice(x, qs, q_chunk, 3).reshape(batch, kv_heads, 1, rows)
 
     def key_chunk(ki, grads):
         dq, dk, dv = grads
@@ -227,21 +236,23 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
         def query_chunk(qi, carry):
             qs = qi * q_chunk
             qp_c, qseg_c = _slice(q_pos, qs, q_chunk, 0), _slice(q_seg, qs, q_chunk, 1)
-            case, apply_mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal)
+            case, chunk_mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal)
 
             def attend(masked):
                 def run(carry):
                     dq, dk_c, dv_c = carry
-                    q_c = _q_chunk(q, qs, q_chunk, kv_heads).astype(F32) * scale
-                    do_c = _q_chunk(do, qs, q_chunk, kv_heads).astype(F32)
-                    p = jnp.exp(_dot("bhgqd,bhkd->bhgqk", q_c, k_c) - _slice(lse, qs, q_chunk, 3)[..., None])
-                    if masked:
-                        p = apply_mask(p, 0.0)
-                    dv_c = dv_c + _dot_rows(p, do_c)
-                    ds = p * (_dot("bhgqd,bhkd->bhgqk", do_c, v_c) - _slice(delta, qs, q_chunk, 3)[..., None])
-                    dq_c = _slice(dq, qs, q_chunk, 3) + scale * _dot("bhgqk,bhkd->bhgqd", ds, k_c)
-                    dk_c = dk_c + _dot_rows(ds, q_c)
-                    return lax.dynamic_update_slice_in_dim(dq, dq_c, qs, 3), dk_c, dv_c
+                    q_c = _q_rows(q, qs, q_chunk, kv_heads).astype(F32) * scale
+                    do_c = _q_rows(do, qs, q_chunk, kv_heads).astype(F32)
+                    p = jnp.exp(_dot("bhkd,bhnd->bhkn", k_c, q_c) - stat_row(lse, qs))  # [b, h, k, n]
+                    if masked:  # the mask [B, q, k], key-major and broadcast over heads and groups
+                        mask = jnp.swapaxes(chunk_mask(), 1, 2)[:, None, :, None, :]
+                        p = jnp.where(mask, p.reshape(p.shape[:3] + (groups, q_chunk)), 0.0).reshape(p.shape)
+                    dv_c = dv_c + _dot("bhkn,bhnd->bhkd", p, do_c)
+                    ds = p * (_dot("bhkd,bhnd->bhkn", v_c, do_c) - stat_row(delta, qs))
+                    dk_c = dk_c + _dot("bhkn,bhnd->bhkd", ds, q_c)
+                    dq_c = _dot("bhkd,bhkn->bhdn", k_c, ds).reshape(batch, kv_heads, head_dim, groups, q_chunk)
+                    dq_c = _slice(dq, qs, q_chunk, 4) + scale * jnp.moveaxis(dq_c, 3, 2)
+                    return lax.dynamic_update_slice_in_dim(dq, dq_c, qs, 4), dk_c, dv_c
 
                 return run
 
