@@ -116,6 +116,14 @@ def _dot(spec, a, b):
     return jnp.einsum(spec, a, b, preferred_element_type=F32)
 
 
+def _row_mask(mask, groups: int, key_major: bool = False):
+    """A chunk's mask [B, q, k] against scores in rows [b, h, n, k], n = (g, q), broadcast over heads and
+    repeated over groups: [B, 1, n, k], or [B, 1, k, n] when ``key_major``."""
+    batch, q_len, k_len = mask.shape
+    rows = jnp.broadcast_to(mask[:, None], (batch, groups, q_len, k_len)).reshape(batch, 1, groups * q_len, k_len)
+    return jnp.swapaxes(rows, 2, 3) if key_major else rows
+
+
 def _slice(x, start, size, axis):
     return x if x is None else lax.dynamic_slice_in_dim(x, start, size, axis)
 
@@ -176,9 +184,8 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
             def attend(masked):
                 def run(cs):
                     s = _dot("bhnd,bhkd->bhnk", q_c, _kv_chunk(k, ks, k_chunk).astype(logit_dtype))
-                    if masked:  # the mask [B, q, k], broadcast over heads and groups
-                        grouped = s.reshape(batch, kv_heads, groups, q_chunk, k_chunk)
-                        s = jnp.where(chunk_mask()[:, None, None], grouped, -jnp.inf).reshape(s.shape)
+                    if masked:
+                        s = jnp.where(_row_mask(chunk_mask(), groups), s, -jnp.inf)
                     m_new = jnp.maximum(cs.m, jnp.max(s, axis=-1))
                     # A masked row may have seen no key yet (max -inf): shift by 0 so exp gives 0, not NaN.
                     m_safe = jnp.where(jnp.isneginf(m_new), 0.0, m_new) if masked else m_new
@@ -234,29 +241,31 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
         kp_c, kseg_c = _slice(k_pos, ks, k_chunk, 0), _slice(k_seg, ks, k_chunk, 1)
 
         def query_chunk(qi, carry):
+            dq, dk_c, dv_c = carry
             qs = qi * q_chunk
             qp_c, qseg_c = _slice(q_pos, qs, q_chunk, 0), _slice(q_seg, qs, q_chunk, 1)
             case, chunk_mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal)
 
             def attend(masked):
-                def run(carry):
-                    dq, dk_c, dv_c = carry
+                def run(chunk_grads):
+                    dq_c, dk_c, dv_c = chunk_grads
                     q_c = _q_rows(q, qs, q_chunk, kv_heads).astype(F32) * scale
                     do_c = _q_rows(do, qs, q_chunk, kv_heads).astype(F32)
                     p = jnp.exp(_dot("bhkd,bhnd->bhkn", k_c, q_c) - stat_row(lse, qs))  # [b, h, k, n]
-                    if masked:  # the mask [B, q, k], key-major and broadcast over heads and groups
-                        mask = jnp.swapaxes(chunk_mask(), 1, 2)[:, None, :, None, :]
-                        p = jnp.where(mask, p.reshape(p.shape[:3] + (groups, q_chunk)), 0.0).reshape(p.shape)
+                    if masked:
+                        p = jnp.where(_row_mask(chunk_mask(), groups, key_major=True), p, 0.0)
                     dv_c = dv_c + _dot("bhkn,bhnd->bhkd", p, do_c)
                     ds = p * (_dot("bhkd,bhnd->bhkn", v_c, do_c) - stat_row(delta, qs))
                     dk_c = dk_c + _dot("bhkn,bhnd->bhkd", ds, q_c)
-                    dq_c = _dot("bhkd,bhkn->bhdn", k_c, ds).reshape(batch, kv_heads, head_dim, groups, q_chunk)
-                    dq_c = _slice(dq, qs, q_chunk, 4) + scale * jnp.moveaxis(dq_c, 3, 2)
-                    return lax.dynamic_update_slice_in_dim(dq, dq_c, qs, 4), dk_c, dv_c
+                    dq_part = _dot("bhkd,bhkn->bhdn", k_c, ds).reshape(batch, kv_heads, head_dim, groups, q_chunk)
+                    return dq_c + scale * jnp.moveaxis(dq_part, 3, 2), dk_c, dv_c
 
                 return run
 
-            return _switch(case, attend, carry)
+            # Only chunk-sized values pass through the branches: a branch's results are fresh buffers, and
+            # the whole dq there would be copied at every chunk pair.
+            dq_c, dk_c, dv_c = _switch(case, attend, (_slice(dq, qs, q_chunk, 4), dk_c, dv_c))
+            return lax.dynamic_update_slice_in_dim(dq, dq_c, qs, 4), dk_c, dv_c
 
         carry = (dq, _slice(dk, ks, k_chunk, 2), _slice(dv, ks, k_chunk, 2))
         dq, dk_c, dv_c = lax.fori_loop(0, q_len // q_chunk, query_chunk, carry)
