@@ -9,7 +9,7 @@ import dataclasses
 from typing import Literal, get_args
 
 TokenLayout = Literal["fused", "interleaved"]
-ActionHead = Literal["tanh", "gaussian", "mixture"]
+ActionHead = Literal["tanh", "gaussian", "mixture", "categorical"]
 Attention = Literal["reference", "blockwise", "ring"]
 RingLayout = Literal["contiguous", "striped", "zigzag"]
 AttentionImpl = Literal["pallas", "xla"]
@@ -42,7 +42,8 @@ class ModelConfig:
       return_scale: returns-to-go are multiplied by this before embedding (e.g. 1/1000 for [0, 1000]).
       action_head: "tanh" (deterministic, squashed to [-1, 1]), "gaussian" (tanh-squashed mean and a
         learned state-dependent log std) or "mixture" (num_components Gaussians with mixing weights); the
-        last two are trained by negative log-likelihood (agent.heads).
+        last two are trained by negative log-likelihood (agent.heads); "categorical" for discrete actions
+        (logits over the choices, trained by cross-entropy; actions in and out are integers).
       num_components: Gaussians of the mixture head.
       attention: "reference" (dense), "blockwise" (one device, O(chunk) memory) or "ring" (sequence
         sharded over the mesh axis "sp").

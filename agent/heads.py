@@ -4,12 +4,15 @@
 - ``gaussian``: a tanh-squashed mean and a learned state-dependent log std, trained by the negative
   log-likelihood of a diagonal Normal around the mean.
 - ``mixture``: K diagonal Gaussians with learned mixing weights (means squashed to [-1, 1]), trained by the
-  mixture's negative log-likelihood. Drawing an action picks a component by its weight, then a point of
+  mixture's negative log-likelihood.
+- ``categorical``: discrete actions: logits over the ``action_dim`` choices, trained by cross-entropy; its
+  actions are integers (the most likely one, or one drawn from the softmax). Drawing an action picks a component by its weight, then a point of
   it: a policy that commits to one of several modes (one of several goals it might search) where a
   mean-regressing head averages them and goes nowhere.
 
 Every head also returns ``"action"``, its most likely action (the mean; for the mixture, the mean of the
-heaviest component), which is what a deterministic policy plays.
+heaviest component; for the categorical head, the most likely choice), which is what a deterministic
+policy plays.
 """
 
 from __future__ import annotations
@@ -30,14 +33,17 @@ def action_head(h, kind: str, action_dim: int, num_components: int = 8) -> dict:
 
     Args:
       h: hidden states of the action-predicting tokens.
-      kind: "tanh", "gaussian" or "mixture".
-      action_dim: size of the action vector.
+      kind: "tanh", "gaussian", "mixture" or "categorical".
+      action_dim: size of the action vector (categorical: the number of choices).
       num_components: mixture components (mixture only).
 
     Returns:
       dict with "action" [..., act]; "log_std" [..., act] (gaussian); "logits" [..., K], "means" and
-      "log_std" [..., K, act] (mixture).
+      "log_std" [..., K, act] (mixture); categorical: "action" int32 [...] and "logits" [..., act].
     """
+    if kind == "categorical":
+        logits = nn.Dense(action_dim, name="action_head")(h).astype(jnp.float32)
+        return {"action": jnp.argmax(logits, axis=-1).astype(jnp.int32), "logits": logits}
     if kind == "mixture":
         k, a = num_components, action_dim
         logits = nn.Dense(k, name="mixture_logits_head")(h)
@@ -58,7 +64,11 @@ def _normal_log_prob(x, mean, log_std):
 
 
 def per_step_loss(predictions: dict, actions):
-    """The loss of every step [...]: squared error (tanh) or negative log-likelihood (gaussian, mixture)."""
+    """The loss of every step [...]: squared error (tanh), negative log-likelihood (gaussian, mixture) or
+    cross-entropy (categorical; ``actions`` int [...])."""
+    if "logits" in predictions and "means" not in predictions:
+        log_probs = jax.nn.log_softmax(predictions["logits"], axis=-1)
+        return -jnp.take_along_axis(log_probs, actions.astype(jnp.int32)[..., None], axis=-1)[..., 0]
     if "logits" in predictions:
         log_weights = jax.nn.log_softmax(predictions["logits"], axis=-1)
         log_probs = _normal_log_prob(actions[..., None, :], predictions["means"], predictions["log_std"])
@@ -70,11 +80,13 @@ def per_step_loss(predictions: dict, actions):
 
 def sample_actions(predictions: dict, key, noise: bool = True):
     """One action per row, drawn from the head's distribution and clipped to [-1, 1] (the tanh head has
-    none: its action is returned as it is).
+    none: its action is returned as it is; the categorical head draws a choice from its softmax).
 
     ``noise=False`` keeps the choice among modes and drops the spread around them: the mixture plays the
     mean of a component drawn by its weight, the gaussian head its mean.
     """
+    if "logits" in predictions and "means" not in predictions:
+        return jax.random.categorical(key, predictions["logits"], axis=-1).astype(jnp.int32)
     if "logits" in predictions:
         component_key, noise_key = jax.random.split(key)
         component = jax.random.categorical(component_key, predictions["logits"], axis=-1)

@@ -12,6 +12,7 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from agent.config import ModelConfig
@@ -28,7 +29,8 @@ class AgenticTransformer(nn.Module):
 
     Attributes:
       config: the ModelConfig.
-      action_dim: size of the action vector.
+      action_dim: size of the action vector (the number of choices for the categorical head, whose actions
+        are integers, embedded one-hot).
       obs_mean, obs_std: the dataset's observation statistics (``datasets.NormStats``). Observations are
         standardised here, the one place that does it for training and for acting alike; empty: as given.
       mesh: the device mesh, needed for ``attention="ring"`` and for a KV cache sharded over "sp".
@@ -116,13 +118,13 @@ class AgenticTransformer(nn.Module):
                                + nn.Embed(2, dim, name="completion_embed")(
                                    completion_flag(inputs["returns_to_go"]).astype(jnp.int32))),
             "state": lambda: dense("state_embed")(self._standardise(inputs["observations"])),
-            "action": lambda: dense("action_embed")(inputs["actions"]),
+            "action": lambda: dense("action_embed")(self._action_features(inputs["actions"])),
             "reward": lambda: dense("reward_embed")(inputs["rewards"][..., None]),
         }
         position = (nn.Embed(cfg.max_timestep, dim, name="timestep_embed")(inputs["timesteps"])
                     + nn.Embed(cfg.max_trajectories, dim, name="trajectory_embed")(inputs["trajectory_index"]))
         if cfg.token_layout == "fused":
-            step = embed["state"]() + dense("prev_action_embed")(inputs["prev_actions"])
+            step = embed["state"]() + dense("prev_action_embed")(self._action_features(inputs["prev_actions"]))
             if cfg.use_returns:
                 step = step + embed["return"]()
             if cfg.use_rewards:
@@ -131,6 +133,13 @@ class AgenticTransformer(nn.Module):
         stacked = jnp.stack([embed[name]() for name in cfg.modalities], axis=2) + position[:, :, None]
         batch, steps = stacked.shape[:2]
         return nn.LayerNorm(name="embed_norm")(stacked.reshape(batch, steps * len(cfg.modalities), dim))
+
+    def _action_features(self, actions):
+        """Actions as the embedding reads them: as given, or one-hot for the categorical head (whose -1, no
+        action, is all zeros)."""
+        if self.config.action_head != "categorical":
+            return actions
+        return jax.nn.one_hot(actions, self.action_dim, dtype=jnp.float32)
 
     def _standardise(self, observations):
         """(observation - dataset mean) / dataset std, in float32 (the identity without statistics)."""

@@ -67,6 +67,7 @@ class InContextPolicy:
         ring = model.mesh.shape["sp"] if cfg.attention == "ring" and model.mesh is not None else 1
         self.context_steps = cfg.fitting_steps(window if window is not None else in_context * episode_length, ring)
         self.obs_dim, self.action_dim = obs_dim, model.action_dim
+        self.discrete = cfg.action_head == "categorical"  # integer actions [num_envs], -1: none yet
         tokens = in_context * episode_length * cfg.tokens_per_step
         shards = model.mesh.shape["sp"] if model.mesh is not None else 1
         self.max_tokens = -(-tokens // shards) * shards
@@ -111,11 +112,15 @@ class InContextPolicy:
         self.trial += 1
         self.timestep = np.zeros(self.num_envs, np.int32)
         self.collected = np.zeros(self.num_envs, np.float64)  # this trial's rewards, summed left to right
-        self.prev_action = np.zeros((self.num_envs, self.action_dim), np.float32)
+        self.prev_action = (np.full(self.num_envs, -1, np.int32) if self.discrete
+                            else np.zeros((self.num_envs, self.action_dim), np.float32))
         self.prev_reward = np.zeros(self.num_envs, np.float32)
 
+    def _actions(self, actions) -> np.ndarray:
+        return np.asarray(actions, np.int32 if self.discrete else np.float32)
+
     def act(self, observations, active=None) -> np.ndarray:
-        """Actions [num_envs, act] for the current observations [num_envs, obs].
+        """Actions [num_envs, act] (discrete: int32 [num_envs]) for the current observations [num_envs, obs].
 
         ``active`` [num_envs] marks environments still in their episode; the others' tokens are not kept.
         """
@@ -170,7 +175,7 @@ class InContextPolicy:
     def observe(self, actions, rewards) -> None:
         """Records the actions taken and the rewards received after ``act``."""
         current, active = self._pending
-        current = dict(current, actions=np.asarray(actions, np.float32), rewards=np.asarray(rewards, np.float32))
+        current = dict(current, actions=self._actions(actions), rewards=np.asarray(rewards, np.float32))
         if self.recompute:
             self.history[-1] = current
         elif self._previous is None:
@@ -179,7 +184,7 @@ class InContextPolicy:
             self._previous = {k: np.where(_expand(active, current[k]), current[k], self._previous[k]) for k in STEP_KEYS}
         step = active.astype(np.int32)
         self.collected = np.where(active, self.collected + np.asarray(rewards, np.float32), self.collected)
-        self.prev_action = np.where(active[:, None], np.asarray(actions, np.float32), self.prev_action)
+        self.prev_action = np.where(_expand(active, self.prev_action), self._actions(actions), self.prev_action)
         self.prev_reward = np.where(active, np.asarray(rewards, np.float32), self.prev_reward)
         self.timestep = self.timestep + step
 
@@ -187,7 +192,7 @@ class InContextPolicy:
         n = self.num_envs
         return {
             "observations": observations,
-            "actions": np.zeros((n, self.action_dim), np.float32),
+            "actions": np.zeros_like(self.prev_action),
             "rewards": np.zeros(n, np.float32),
             "returns_to_go": (self.target_return - self.collected).astype(np.float32),
             "prev_actions": self.prev_action.copy(),
@@ -198,13 +203,14 @@ class InContextPolicy:
 
 
 class UniformRandomPolicy:
-    """The floor of every comparison: actions uniform in [-1, 1]^act, from one stream seeded by ``seed``.
+    """The floor of every comparison: actions uniform in [-1, 1]^act (or, with ``num_actions``, integers
+    uniform in 0..num_actions-1), from one stream seeded by ``seed``.
 
     Follows ``run_trials``'s protocol; it reads nothing it is shown.
     """
 
-    def __init__(self, num_envs: int, action_dim: int, *, seed: int = 0):
-        self.num_envs, self.action_dim = num_envs, action_dim
+    def __init__(self, num_envs: int, action_dim: int, *, seed: int = 0, num_actions: int = 0):
+        self.num_envs, self.action_dim, self.num_actions = num_envs, action_dim, num_actions
         self._rng = np.random.default_rng(seed)
 
     def reset(self) -> None:
@@ -214,6 +220,8 @@ class UniformRandomPolicy:
         pass
 
     def act(self, observations, active=None) -> np.ndarray:
+        if self.num_actions:
+            return self._rng.integers(0, self.num_actions, self.num_envs).astype(np.int32)
         return self._rng.uniform(-1.0, 1.0, (self.num_envs, self.action_dim)).astype(np.float32)
 
     def observe(self, actions, rewards) -> None:

@@ -13,6 +13,9 @@ Token layouts (``ModelConfig.token_layout``):
 - ``fused``: one token per step holding ``R_t``, the flag, ``s_t`` and the *previous* step's action and
   reward (zero at a trajectory's first step), so the token that predicts ``a_t`` has seen ``s_t`` and
   not ``a_t``.
+
+Discrete actions stay integers here ([B, S], int32); the model embeds them one-hot, and a previous action
+that does not exist is -1 (an all-zero one-hot, as the continuous zero vector).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def step_inputs(batch: dict) -> dict:
       dict of NumPy arrays with ``STEP_KEYS``: the batch's own fields plus ``prev_actions`` [B, S, act]
       and ``prev_rewards`` [B, S], the previous step's action and reward within the same trajectory
       (zero at a trajectory's first step and where the previous step was cut off by the window).
+      Discrete actions (an integer batch [B, S]) stay int32, with -1 for a missing previous action.
     """
     missing = [k for k in ("observations", "actions", "rewards", "returns_to_go", "timesteps",
                            "trajectory_index", "mask") if k not in batch]
@@ -52,12 +56,17 @@ def step_inputs(batch: dict) -> dict:
     prev_actions[:, 1:] = actions[:, :-1]
     prev_rewards = np.zeros_like(rewards)
     prev_rewards[:, 1:] = rewards[:, :-1]
+    discrete = actions.dtype.kind in "iu"
+    if discrete:
+        prev_actions = np.where(same, prev_actions, -1).astype(np.int32)
+    else:
+        prev_actions = np.where(same[..., None], prev_actions, 0.0).astype(np.float32)
     return {
         "observations": np.asarray(batch["observations"], np.float32),
-        "actions": actions.astype(np.float32),
+        "actions": actions.astype(np.int32 if discrete else np.float32),
         "rewards": rewards.astype(np.float32),
         "returns_to_go": np.asarray(batch["returns_to_go"], np.float32),
-        "prev_actions": np.where(same[..., None], prev_actions, 0.0).astype(np.float32),
+        "prev_actions": prev_actions,
         "prev_rewards": np.where(same, prev_rewards, 0.0).astype(np.float32),
         "timesteps": steps.astype(np.int32),
         "trajectory_index": traj.astype(np.int32),

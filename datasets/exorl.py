@@ -1,7 +1,7 @@
 """ExoRL replay buffers: ``<root>/<domain>/<algo>/buffer/<prefix>_<idx>_<len>.npz``, one episode per file.
 
 Each file holds ``T + 1`` rows (``np.savez_compressed``): ``observation`` float32 [T+1, obs],
-``action`` float32 [T+1, act], ``reward`` float32 [T+1, 1], ``discount`` float32 [T+1, 1] and
+``action`` float32 [T+1, act] (discrete actions: integers [T+1]), ``reward`` float32 [T+1, 1], ``discount`` float32 [T+1, 1] and
 ``physics`` float64 [T+1, state]. Row 0 is the reset step: its action and reward are padding. ExoRL's
 replay loader samples ``i`` in ``1..T`` and forms ``(observation[i-1], action[i], reward[i],
 discount[i], observation[i])``; this module keeps exactly that pairing:
@@ -274,7 +274,8 @@ def _episode_arrays(trajectory: Trajectory, name: str) -> dict[str, np.ndarray]:
     zero_row = np.zeros((1,), np.float32)
     arrays = {
         "observation": np.concatenate([trajectory.observations, trajectory.final_observation[None]]),
-        "action": np.concatenate([np.zeros((1, trajectory.action_dim), np.float32), trajectory.actions]),
+        "action": np.concatenate([np.zeros((1,) + trajectory.actions.shape[1:], trajectory.actions.dtype),
+                                  trajectory.actions]),
         "reward": np.concatenate([zero_row, trajectory.rewards])[:, None],
         "discount": np.concatenate([[1.0], np.where(trajectory.terminals, 0.0, 1.0)]).astype(np.float32)[:, None],
     }

@@ -149,13 +149,15 @@ def _trajectory(source: str, arrays: dict) -> Trajectory:
     ))
 
 
-def save(dataset_id: str, trajectories, *, root: str | os.PathLike | None = None) -> Path:
+def save(dataset_id: str, trajectories, *, root: str | os.PathLike | None = None,
+         num_actions: int | None = None) -> Path:
     """Write trajectories as a local Minari dataset (HDF5 layout of minari 0.5, with ``metadata.json``).
 
     Args:
         dataset_id: ``"<namespace>/<env>/<name>-vN"``.
         trajectories: sequence of Trajectory, each with ``final_observation``.
         root: the datasets directory (``None``: ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``).
+        num_actions: discrete actions only, and required there: the size of the ``Discrete`` action space.
 
     Returns:
         The path of the written ``main_data.hdf5``.
@@ -169,6 +171,7 @@ def save(dataset_id: str, trajectories, *, root: str | os.PathLike | None = None
         if trajectory.final_observation is None:
             raise ValueError(f"trajectory {index} ({trajectory.source}) has no final_observation; Minari "
                              "stores T+1 observations")
+    action_space = _action_space_json(trajectories, num_actions)
     data_dir = dataset_path(dataset_id, root) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "main_data.hdf5"
@@ -190,12 +193,28 @@ def save(dataset_id: str, trajectories, *, root: str | os.PathLike | None = None
         "total_steps": int(sum(len(t) for t in trajectories)),
         "data_format": "hdf5",
         "observation_space": _box_json(trajectories[0].observation_dim),
-        "action_space": _box_json(trajectories[0].action_dim),
+        "action_space": action_space,
         "minari_version": "0.5.4",
     }
     with atomic_path(data_dir / "metadata.json") as temporary:
         temporary.write_text(json.dumps(metadata))
     return path
+
+
+def _action_space_json(trajectories, num_actions: int | None) -> str:
+    """The ``Discrete`` space of integer actions (``num_actions`` choices) or the ``Box`` of vectors."""
+    kinds = {t.discrete for t in trajectories}
+    if len(kinds) != 1:
+        raise ValueError("trajectories mix discrete and continuous actions; one dataset has one action space")
+    if not kinds.pop():
+        if num_actions is not None:
+            raise ValueError(f"num_actions={num_actions} is for discrete actions; these trajectories' are vectors")
+        return _box_json(trajectories[0].action_dim)
+    largest = max(int(t.actions.max()) for t in trajectories)
+    if num_actions is None or num_actions <= largest:
+        raise ValueError(f"num_actions={num_actions!r}: discrete actions need the Discrete space's size, more than "
+                         f"the largest action stored ({largest})")
+    return json.dumps({"type": "Discrete", "dtype": "int64", "start": 0, "n": int(num_actions)})
 
 
 def _box_json(size: int) -> str:

@@ -28,7 +28,7 @@ Batch keys (B = batch_size, S = max_steps):
 key                    dtype    shape               meaning (padding value)
 =====================  =======  ==================  ============================================
 observations           float32  [B, S, obs_dim]     (0)
-actions                float32  [B, S, act_dim]     (0)
+actions                float32  [B, S, act_dim]     (0); discrete actions: int32 [B, S]
 rewards                float32  [B, S]              reward after the step's action (0)
 returns_to_go          float32  [B, S]              target minus reward collected before t (0)
 timesteps              int32    [B, S]              step index within its episode (0)
@@ -71,6 +71,9 @@ class SamplerConfig:
         prefetch: batches computed ahead in a background thread.
         group_by: ``"none"``, ``"task"`` or ``"history"``: which episodes may share one chain (see the
             module docstring).
+        order: ``"return"`` (the chain of hindsight: k distinct episodes, ascending by return) or
+            ``"history"`` (Algorithm Distillation: k consecutive episodes of one history in the order they
+            were played, from a uniformly drawn start; needs ``group_by="history"``).
     """
 
     num_trajectories: int = 4
@@ -82,6 +85,7 @@ class SamplerConfig:
     filter_top_fraction: float = 1.0
     prefetch: int = 2
     group_by: Literal["none", "task", "history"] = "none"
+    order: Literal["return", "history"] = "return"
 
     def __post_init__(self):
         for name in ("num_trajectories", "max_steps", "batch_size", "prefetch"):
@@ -95,6 +99,11 @@ class SamplerConfig:
             raise ValueError(f"SamplerConfig.loss_on must be 'all' or 'last', got {self.loss_on!r}")
         if self.group_by not in ("none", "task", "history"):
             raise ValueError(f"SamplerConfig.group_by must be 'none', 'task' or 'history', got {self.group_by!r}")
+        if self.order not in ("return", "history"):
+            raise ValueError(f"SamplerConfig.order must be 'return' or 'history', got {self.order!r}")
+        if self.order == "history" and self.group_by != "history":
+            raise ValueError("SamplerConfig.order='history' plays one history in its own order, so it needs "
+                             f"group_by='history', got group_by={self.group_by!r}")
         if not 0.0 < self.filter_top_fraction <= 1.0:
             raise ValueError(f"SamplerConfig.filter_top_fraction must be in (0, 1], got {self.filter_top_fraction}")
 
@@ -120,9 +129,9 @@ class ContextSampler:
     def __init__(self, trajectories: Sequence[Trajectory], config: SamplerConfig):
         if not trajectories:
             raise ValueError("ContextSampler needs at least one trajectory")
-        dims = {(t.observation_dim, t.action_dim) for t in trajectories}
+        dims = {(t.observation_dim, t.action_dim, t.discrete) for t in trajectories}
         if len(dims) != 1:
-            raise ValueError(f"trajectories disagree on (observation, action) sizes: {sorted(dims)}")
+            raise ValueError(f"trajectories disagree on (observation size, action size, discrete): {sorted(dims)}")
         self.config = config
         self.trajectories = top_fraction(trajectories, config.filter_top_fraction)
         if config.num_trajectories > len(self.trajectories):
@@ -130,7 +139,7 @@ class ContextSampler:
                              f"{len(self.trajectories)} episodes available (after filter_top_fraction="
                              f"{config.filter_top_fraction})")
         self.returns = np.array([t.total_return for t in self.trajectories])
-        self.observation_dim, self.action_dim = dims.pop()
+        self.observation_dim, self.action_dim, self.discrete = dims.pop()
         self.groups = _groups(self.trajectories, config)
 
 
@@ -139,7 +148,8 @@ class ContextSampler:
         b, s = self.config.batch_size, self.config.max_steps
         return {
             "observations": ((b, s, self.observation_dim), np.dtype(np.float32)),
-            "actions": ((b, s, self.action_dim), np.dtype(np.float32)),
+            "actions": ((b, s), np.dtype(np.int32)) if self.discrete else ((b, s, self.action_dim),
+                                                                            np.dtype(np.float32)),
             "rewards": ((b, s), np.dtype(np.float32)),
             "returns_to_go": ((b, s), np.dtype(np.float32)),
             "timesteps": ((b, s), np.dtype(np.int32)),
@@ -169,10 +179,15 @@ class ContextSampler:
         return Prefetcher(lambda: next(iterator), self.config.prefetch)
 
     def chain(self, rng: np.random.Generator) -> list[int]:
-        """Indices into ``self.trajectories`` of k distinct episodes (of one group), ascending by return."""
+        """Indices into ``self.trajectories`` of k distinct episodes (of one group), ascending by return
+        (``order="history"``: k consecutive episodes of one history, in the order they were played)."""
         k = self.config.num_trajectories
         if self.config.k_sampling == "uniform":
             k = int(rng.integers(1, k + 1))
+        if self.config.order == "history":
+            group = self.groups[int(rng.integers(len(self.groups)))]  # in dataset (= played) order
+            start = int(rng.integers(0, len(group) - k + 1))
+            return [int(i) for i in group[start:start + k]]
         if self.groups is None:
             chosen = rng.choice(len(self.trajectories), size=k, replace=False)
         else:
@@ -183,7 +198,7 @@ class ContextSampler:
     def _fill_row(self, batch: dict[str, np.ndarray], row: int, rng: np.random.Generator) -> None:
         config = self.config
         chain = self.chain(rng)
-        target = float(self.returns[chain[-1]])
+        target = float(self.returns[chain].max())  # the last one's, unless the chain is in history order
         lengths = [len(self.trajectories[i]) for i in chain]
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         total = int(offsets[-1])

@@ -46,6 +46,20 @@ def _as_float(name: str, value, dtype, ndim: int, where: str) -> np.ndarray:
     return array
 
 
+def _is_discrete(actions) -> bool:
+    """Integer actions of one dimension are discrete choices; everything else is a continuous vector."""
+    array = np.asarray(actions)
+    return array.ndim == 1 and array.dtype.kind in "iu"
+
+
+def _as_discrete(actions, where: str) -> np.ndarray:
+    array = np.asarray(actions)
+    if array.size and (array.min() < 0 or array.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{where}: actions are integer choices and must lie in [0, 2**31), got values from "
+                         f"{array.min()} to {array.max()}")
+    return array.astype(np.int32, copy=False)
+
+
 def _as_bool(name: str, value, where: str) -> np.ndarray:
     array = np.asarray(value)
     if array.ndim != 1:
@@ -74,7 +88,8 @@ class Trajectory:
 
     Attributes:
         observations: float32 [T, obs_dim], the observation each action was taken from.
-        actions: float32 [T, act_dim].
+        actions: float32 [T, act_dim] (continuous), or int32 [T] (discrete: one choice per step; given as
+            any one-dimensional integer array).
         rewards: float32 [T], reward received after ``actions[t]``.
         terminals: bool [T], true only possibly at the last step: the episode reached a terminal state.
         timeouts: bool [T], true only possibly at the last step: the episode was cut by a time limit.
@@ -111,7 +126,9 @@ class Trajectory:
         values = {}
         for name, (dtype, ndim) in _FLOAT_FIELDS.items():
             value = getattr(self, name)
-            if value is not None:
+            if name == "actions" and _is_discrete(value):
+                values[name] = _as_discrete(value, where)
+            elif value is not None:
                 values[name] = _as_float(name, value, dtype, ndim, where)
         for name in _BOOL_FIELDS:
             values[name] = _as_bool(name, getattr(self, name), where)
@@ -149,8 +166,14 @@ class Trajectory:
         return self.observations.shape[1]
 
     @property
+    def discrete(self) -> bool:
+        """Whether the actions are integer choices (int32 [T]) rather than vectors."""
+        return self.actions.ndim == 1
+
+    @property
     def action_dim(self) -> int:
-        return self.actions.shape[1]
+        """The action vector's size; 1 for a discrete action (one integer)."""
+        return 1 if self.discrete else self.actions.shape[1]
 
     @functools.cached_property
     def cumulative_rewards(self) -> np.ndarray:

@@ -38,7 +38,46 @@ class BatchStep(NamedTuple):
     done: np.ndarray
 
 
-class BatchEnv:
+class _EpisodeBook:
+    """What every batch keeps per environment: `done`, and the current episode's `returns` and `lengths`."""
+
+    def _init_book(self, n: int) -> None:
+        self._done = np.ones((n,), bool)
+        self._returns = np.zeros((n,), np.float64)
+        self._lengths = np.zeros((n,), np.int64)
+
+    @property
+    def done(self) -> np.ndarray:
+        """bool [N]: whose episode has ended (all True before the first reset)."""
+        return self._done.copy()
+
+    @property
+    def all_done(self) -> bool:
+        return bool(self._done.all())
+
+    @property
+    def returns(self) -> np.ndarray:
+        """float64 [N]: undiscounted return so far of each environment's current episode."""
+        return self._returns.copy()
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 [N]: steps taken in each environment's current episode."""
+        return self._lengths.copy()
+
+    def _restart(self, mask) -> np.ndarray:
+        """Checks `mask` (None: all) and clears the bookkeeping of its environments; returns it."""
+        n = len(self._done)
+        mask = np.ones((n,), bool) if mask is None else np.asarray(mask)
+        if mask.shape != (n,) or mask.dtype != bool:
+            raise ValueError(f"mask: expected bool [{n}], got {mask.dtype} {mask.shape}")
+        self._done[mask] = False
+        self._returns[mask] = 0.0
+        self._lengths[mask] = 0
+        return mask
+
+
+class BatchEnv(_EpisodeBook):
     """Steps N `dm_env` environments with flat observations in lockstep (synchronously).
 
     Args:
@@ -58,9 +97,7 @@ class BatchEnv:
         self._envs = list(envs)
         n = len(envs)
         self._observation = np.zeros((n,) + tuple(obs_spec.shape), np.float32)
-        self._done = np.ones((n,), bool)
-        self._returns = np.zeros((n,), np.float64)
-        self._lengths = np.zeros((n,), np.int64)
+        self._init_book(n)
 
     @property
     def envs(self) -> list[dm_env.Environment]:
@@ -91,25 +128,6 @@ class BatchEnv:
             return None
         return np.stack(params).astype(np.float64)
 
-    @property
-    def done(self) -> np.ndarray:
-        """bool [N]: whose episode has ended (all True before the first reset)."""
-        return self._done.copy()
-
-    @property
-    def all_done(self) -> bool:
-        return bool(self._done.all())
-
-    @property
-    def returns(self) -> np.ndarray:
-        """float64 [N]: undiscounted return so far of each environment's current episode."""
-        return self._returns.copy()
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """int64 [N]: steps taken in each environment's current episode."""
-        return self._lengths.copy()
-
     def reset(self, mask=None) -> np.ndarray:
         """Starts new episodes.
 
@@ -119,16 +137,9 @@ class BatchEnv:
         Returns:
           float32 [N, obs_dim]: current observations (fresh ones where reset).
         """
-        if mask is None:
-            mask = np.ones((self.num_envs,), bool)
-        mask = np.asarray(mask)
-        if mask.shape != (self.num_envs,) or mask.dtype != bool:
-            raise ValueError(f"mask: expected bool [{self.num_envs}], got {mask.dtype} {mask.shape}")
+        mask = self._restart(mask)
         for i in np.flatnonzero(mask):
             self._observation[i] = self._envs[i].reset().observation
-        self._done[mask] = False
-        self._returns[mask] = 0.0
-        self._lengths[mask] = 0
         return self._observation.copy()
 
     def step(self, actions) -> BatchStep:
@@ -164,6 +175,174 @@ class BatchEnv:
     def close(self) -> None:
         for env in self._envs:
             env.close()
+
+
+class _TaskView:
+    """What `ArrayBatch.envs[i]` offers: the i-th environment's name, spec and task, without stepping."""
+
+    def __init__(self, batch: "ArrayBatch", index: int):
+        self._batch, self._index = batch, index
+
+    @property
+    def name(self) -> str:
+        return self._batch.spec.name
+
+    @property
+    def spec(self):
+        return self._batch.spec
+
+    @property
+    def action_repeat(self) -> int:
+        return self._batch.action_repeat
+
+    @property
+    def episode_length(self) -> int:
+        return self._batch.episode_length
+
+    @property
+    def task_parameter(self) -> np.ndarray:
+        return self._batch.task_parameters[self._index]
+
+
+class ArrayBatch(_EpisodeBook):
+    """N environments of a pure-NumPy task stepped as arrays, with `BatchEnv`'s interface and semantics.
+
+    The fast twin of `BatchEnv([envs.make(name, seed=s) for s in seeds])`: the same observations,
+    rewards, discounts, `done`, `returns` and `lengths` step for step (tests hold them equal), without
+    per-environment Python objects. `envs` gives read-only views (name, spec, episode_length,
+    task_parameter) of the environments, not steppable ones.
+
+    Args:
+      spec: the task's `envs.TaskSpec`.
+      core: the task's vectorised arithmetic: `tasks` [N, task_dim], `reset(mask)`, `step(actions, mask)
+        -> rewards [N]` (0 where not stepped), `observations()` [N, obs] and `physics_states()` [N, state].
+      observation_spec, action_spec: one environment's specs (as `envs.make` presents them).
+      action_repeat: each action is applied this many times; rewards are summed.
+    """
+
+    def __init__(self, spec, core, observation_spec, action_spec, action_repeat: int = 1):
+        self.spec, self._core = spec, core
+        self._obs_spec, self._act_spec = observation_spec, action_spec
+        self.action_repeat = int(action_repeat)
+        n = len(core.tasks)
+        self._inner_t = np.zeros((n,), np.int64)
+        self._init_book(n)
+
+    @property
+    def num_envs(self) -> int:
+        return len(self._core.tasks)
+
+    @property
+    def envs(self) -> list[_TaskView]:
+        return [_TaskView(self, i) for i in range(self.num_envs)]
+
+    @property
+    def episode_length(self) -> int:
+        """Agent steps in an episode."""
+        return -(-self.spec.episode_length // self.action_repeat)
+
+    @property
+    def task_parameters(self) -> np.ndarray:
+        """float64 [N, task_dim]: each environment's hidden task (for data tools; never observed)."""
+        return np.asarray(self._core.tasks, np.float64).copy()
+
+    def physics_states(self) -> np.ndarray:
+        """float64 [N, state]: every environment's state (what `envs.physics_state` gives one by one)."""
+        return self._core.physics_states()
+
+    def observation_spec(self):
+        return self._obs_spec
+
+    def action_spec(self):
+        return self._act_spec
+
+    def reset(self, mask=None) -> np.ndarray:
+        """Starts new episodes (in the environments of `mask`, default all); returns [N, obs] observations."""
+        mask = self._restart(mask)
+        self._core.reset(mask)
+        self._inner_t[mask] = 0
+        return self._core.observations()
+
+    def _convert(self, actions: np.ndarray) -> np.ndarray:
+        """The actions as the core steps them (the identity; a task whose `envs.make` rescales overrides it)."""
+        return actions
+
+    def step(self, actions) -> BatchStep:
+        """Steps every environment that is not done; returns a `BatchStep`."""
+        actions = np.asarray(actions)
+        want = (self.num_envs,) + tuple(self._act_spec.shape)
+        if actions.shape != want:
+            raise ValueError(f"actions: expected shape {want}, got {actions.shape}")
+        if self._done.all():
+            raise ValueError("actions: every environment is done; call reset() first")
+        running = ~self._done
+        if actions.dtype.kind == "f" and np.isnan(actions[running]).any():
+            raise ValueError("action: contains NaN")
+        actions = self._convert(actions)
+        reward = np.zeros((self.num_envs,), np.float32)
+        for _ in range(self.action_repeat):
+            moving = running & (self._inner_t < self.spec.episode_length)
+            if not moving.any():
+                break
+            reward += self._core.step(actions, moving)
+            self._inner_t[moving] += 1
+        self._returns[running] += reward[running].astype(np.float64)
+        self._lengths[running] += 1
+        self._done |= running & (self._inner_t >= self.spec.episode_length)
+        discount = running.astype(np.float32)  # time limits only: 1 while running and on the last step
+        return BatchStep(self._core.observations(), reward, discount, self._done.copy())
+
+    def close(self) -> None:
+        pass
+
+
+class CoreEnv(dm_env.Environment):
+    """One environment of a pure-NumPy task: its vectorised core (as `ArrayBatch` steps it) with N = 1,
+    an episode of `episode_length` steps ended only by the time limit.
+
+    Subclasses set `self._core` (through `_start`), and give `_action(action) -> [1, ...]` (validated),
+    `_observation()`, `observation_spec()` and `action_spec()`.
+    """
+
+    def _start(self, core, episode_length: int) -> None:
+        self._core, self._episode_length = core, int(episode_length)
+        self._t = 0
+        self._needs_reset = True
+
+    @property
+    def task_parameter(self) -> np.ndarray:
+        """float64 [task_dim]: the hidden task (for data tools; never part of the observation)."""
+        return np.asarray(self._core.tasks[0], np.float64).copy()
+
+    def get_physics_state(self) -> np.ndarray:
+        """float64 [state]: what `envs.physics_state` records."""
+        return self._core.physics_states()[0]
+
+    def reset(self) -> dm_env.TimeStep:
+        self._core.reset()
+        self._t = 0
+        self._needs_reset = False
+        return dm_env.restart(self._observation())
+
+    def step(self, action) -> dm_env.TimeStep:
+        if self._needs_reset:
+            return self.reset()
+        reward = self._core.step(self._action(action))[0]
+        self._t += 1
+        if self._t >= self._episode_length:
+            self._needs_reset = True
+            return dm_env.truncation(reward, self._observation())
+        return dm_env.transition(reward, self._observation())
+
+    def reward_spec(self):
+        from dm_env import specs
+
+        return specs.Array((), np.float32, name="reward")
+
+    def discount_spec(self):
+        from dm_env import specs
+
+        return specs.BoundedArray((), np.float32, 0.0, 1.0, name="discount")
 
 
 class TaskInObservation:

@@ -1,7 +1,8 @@
 """Adapter from `dm_env.Environment` to `gymnasium.Env`, for users with gymnasium tooling.
 
 A LAST step with discount 0 is `terminated`; a LAST step with discount > 0 is `truncated` (time limit).
-Observations and actions must be single arrays (as from `envs.make`); spaces are `gymnasium.spaces.Box`.
+Observations and actions must be single arrays (as from `envs.make`); a `DiscreteArray` spec becomes a
+`gymnasium.spaces.Discrete` space, every other spec a `gymnasium.spaces.Box`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import numpy as np
 from dm_env import specs
 
 
-def _spec_to_box(spec: Any, name: str):
+def _spec_to_space(spec: Any, name: str):
     from gymnasium import spaces
 
-    if not isinstance(spec, specs.Array) or isinstance(spec, specs.DiscreteArray):
-        raise ValueError(f"{name}: expected a dm_env Array/BoundedArray spec, got {spec!r}")
+    if isinstance(spec, specs.DiscreteArray):
+        if spec.shape != ():
+            raise ValueError(f"{name}: a DiscreteArray spec must be a scalar to become a Discrete space, got {spec!r}")
+        return spaces.Discrete(int(spec.num_values))
+    if not isinstance(spec, specs.Array):
+        raise ValueError(f"{name}: expected a dm_env Array/BoundedArray/DiscreteArray spec, got {spec!r}")
     dtype = np.dtype(spec.dtype)
     if isinstance(spec, specs.BoundedArray):
         low = np.broadcast_to(spec.minimum, spec.shape).astype(dtype)
@@ -52,8 +57,8 @@ def make_adapter_class():
                 raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
             self._env = env
             self.render_mode = render_mode
-            self.observation_space = _spec_to_box(env.observation_spec(), "observation_spec")
-            self.action_space = _spec_to_box(env.action_spec(), "action_spec")
+            self.observation_space = _spec_to_space(env.observation_spec(), "observation_spec")
+            self.action_space = _spec_to_space(env.action_spec(), "action_spec")
             self._episode_over = True
             self._renderer = None
 
@@ -111,6 +116,6 @@ def to_gymnasium(env: dm_env.Environment, render_mode: str | None = None):
       render_mode: None or "rgb_array".
 
     Returns:
-      A `gymnasium.Env` with Box observation and action spaces.
+      A `gymnasium.Env` with Box (or, for `DiscreteArray` specs, Discrete) observation and action spaces.
     """
     return make_adapter_class()(env, render_mode=render_mode)

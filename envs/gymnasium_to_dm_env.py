@@ -22,9 +22,16 @@ def _space_to_spec(space: Any, name: str):
         if np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)):
             return specs.BoundedArray(space.shape, space.dtype, space.low, space.high, name=name)
         return specs.Array(space.shape, space.dtype, name=name)
-    if isinstance(space, spaces.Discrete):
+    if isinstance(space, spaces.Discrete):  # values start..start+n-1 become 0..n-1 (`_start`)
         return specs.DiscreteArray(int(space.n), name=name)
     raise ValueError(f"{name}: only Box and Discrete spaces are supported, got {space!r}")
+
+
+def _start(space: Any) -> int | None:
+    """A Discrete space's first value (what the dm_env side's 0 means); None for other spaces."""
+    from gymnasium import spaces
+
+    return int(space.start) if isinstance(space, spaces.Discrete) else None
 
 
 class GymnasiumToDmEnv(dm_env.Environment):
@@ -42,6 +49,7 @@ class GymnasiumToDmEnv(dm_env.Environment):
         self._needs_reset = True
         self._obs_spec = _space_to_spec(env.observation_space, "observation")
         self._action_spec = _space_to_spec(env.action_space, "action")
+        self._obs_start, self._action_start = _start(env.observation_space), _start(env.action_space)
 
     @property
     def gym_env(self) -> Any:
@@ -57,12 +65,18 @@ class GymnasiumToDmEnv(dm_env.Environment):
         observation, _ = self._gym_env.reset(seed=self._next_seed)
         self._next_seed = None
         self._needs_reset = False
-        return dm_env.restart(observation)
+        return dm_env.restart(self._observation(observation))
+
+    def _observation(self, observation):
+        return observation if self._obs_start is None else np.int64(observation - self._obs_start)
 
     def step(self, action) -> dm_env.TimeStep:
         if self._needs_reset:
             return self.reset()
+        if self._action_start is not None:
+            action = np.int64(action) + self._action_start
         observation, reward, terminated, truncated, _ = self._gym_env.step(action)
+        observation = self._observation(observation)
         if terminated:
             self._needs_reset = True
             return dm_env.termination(reward, observation)

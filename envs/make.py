@@ -7,7 +7,9 @@ import dm_env
 import numpy as np
 
 from envs import registry, wrappers
-from envs.batch import BatchEnv, TaskInObservation, env_seeds
+from dm_env import specs
+
+from envs.batch import ArrayBatch, BatchEnv, TaskInObservation, env_seeds
 
 
 class TaskEnv(wrappers.Wrapper):
@@ -84,7 +86,8 @@ def make(name: str, *, seed: int, action_repeat: int = 1, task=None) -> TaskEnv:
     """Builds the environment of a task.
 
     Observations are one float32 vector (a dm_control observation dict concatenated in its key
-    order); actions are float32 in [-1, 1], clipped and mapped to the simulator's bounds; rewards and
+    order); actions are float32 in [-1, 1], clipped and mapped to the simulator's bounds (a discrete
+    task's action is one integer, `envs.task_spec(name).num_actions` choices); rewards and
     discounts are float32. dm_control tasks never terminate (only time limits: discount 1 at the
     end); gymnasium tasks end with discount 0 when terminated and 1 when truncated.
 
@@ -114,6 +117,10 @@ def make(name: str, *, seed: int, action_repeat: int = 1, task=None) -> TaskEnv:
         from envs import dm_control_tasks
 
         env = dm_control_tasks.load(spec.name, int(seed), task=task)
+    elif spec.kind == registry.NUMPY and spec.discrete:
+        from envs import grid
+
+        env = grid.GridEnv(spec.domain, spec.task, int(seed), task=task)
     elif spec.kind == registry.NUMPY:
         from envs import point_nav
 
@@ -125,7 +132,8 @@ def make(name: str, *, seed: int, action_repeat: int = 1, task=None) -> TaskEnv:
     env = wrappers.FlatObservation(env)
     if action_repeat > 1:
         env = wrappers.ActionRepeat(env, int(action_repeat))
-    env = wrappers.RescaleActions(env)
+    if not spec.discrete:  # a discrete action is an integer, passed through as it is
+        env = wrappers.RescaleActions(env)
     return TaskEnv(env, spec, int(action_repeat))
 
 
@@ -145,8 +153,8 @@ def make_batch(name: str, num_envs: int, *, seed: int, action_repeat: int = 1, t
         observations (`envs.batch.TaskInObservation`, the oracle baseline's view).
 
     Returns:
-      A `BatchEnv`, or for the point_nav tasks its array twin `envs.point_nav.PointNavBatch` (same
-      interface and semantics; `envs` are read-only views there); with `observe_task`, wrapped in
+      A `BatchEnv`, or for the NumPy tasks (point_nav, the grids) its array twin `envs.batch.ArrayBatch`
+      (same interface and semantics; `envs` are read-only views there); with `observe_task`, wrapped in
       `envs.batch.TaskInObservation`.
 
     Raises:
@@ -166,10 +174,17 @@ def make_batch(name: str, num_envs: int, *, seed: int, action_repeat: int = 1, t
             raise ValueError(f"tasks: expected shape {(num_envs, spec.task_dim)}, got {tasks.shape}")
     seeds = env_seeds(int(seed), int(num_envs))
     if spec.kind == registry.NUMPY:
-        from envs import point_nav
+        from envs import grid, point_nav
 
         if not isinstance(action_repeat, (int, np.integer)) or action_repeat < 1:
             raise ValueError(f"action_repeat: must be a positive integer, got {action_repeat!r}")
+        if spec.discrete:
+            if tasks is None:
+                tasks = np.stack([grid.draw_task(spec.domain, spec.task, s) for s in seeds])
+            core = grid.GridVector(spec.domain, tasks, seeds)
+            batch = ArrayBatch(spec, core, specs.Array((2,), np.float32, name="observation"), grid.action_spec(),
+                               int(action_repeat))
+            return TaskInObservation(batch) if observe_task else batch
         if tasks is None:
             goals = np.stack([point_nav.draw_task(spec.task, s) for s in seeds])
         else:

@@ -25,9 +25,10 @@ environment, the same arithmetic with N = 1.
 
 from __future__ import annotations
 
-import dm_env
 import numpy as np
 from dm_env import specs
+
+from envs.batch import ArrayBatch, CoreEnv
 
 NUM_GOALS = 20
 HELDOUT_INDICES = (2, 6, 10, 14, 18)
@@ -105,6 +106,19 @@ class PointNavVector:
         self.goals = np.asarray(goals_n2, np.float64).reshape(-1, 2).copy()
         self.positions = np.zeros_like(self.goals)
 
+    @property
+    def tasks(self) -> np.ndarray:
+        """float64 [N, 2]: the goals (the family's task parameters)."""
+        return self.goals
+
+    def observations(self) -> np.ndarray:
+        """float32 [N, 2]: the positions."""
+        return self.positions.astype(np.float32)
+
+    def physics_states(self) -> np.ndarray:
+        """float64 [N, 2]: the positions."""
+        return self.positions.copy()
+
     def reset(self, mask=None) -> None:
         if mask is None:
             self.positions[:] = 0.0
@@ -121,7 +135,7 @@ class PointNavVector:
         return np.where(mask, rewards(self.positions, self.goals), np.float32(0.0)).astype(np.float32)
 
 
-class PointNav(dm_env.Environment):
+class PointNav(CoreEnv):
     """One point robot with a hidden goal; a `dm_env.Environment` of `EPISODE_LENGTH` steps.
 
     Args:
@@ -135,16 +149,8 @@ class PointNav(dm_env.Environment):
         if split not in SPLITS:
             raise ValueError(f"split: expected one of {sorted(SPLITS)}, got {split!r}")
         self._split, self._pinned = split, task is not None
-        self._episode_length = int(episode_length)
         goal = check_goal(task) if self._pinned else draw_task(split, seed)
-        self._core = PointNavVector(goal[None])
-        self._t = 0
-        self._needs_reset = True
-
-    @property
-    def task_parameter(self) -> np.ndarray:
-        """float64 [2]: the goal (for data tools; never part of the observation)."""
-        return self._core.goals[0].copy()
+        self._start(PointNavVector(goal[None]), episode_length)
 
     def reseed(self, seed: int) -> None:
         """Draws a new goal from `seed` (unless the goal was given explicitly); takes effect now."""
@@ -152,28 +158,11 @@ class PointNav(dm_env.Environment):
             self._core.goals[0] = draw_task(self._split, seed)
         self._needs_reset = True
 
-    def get_physics_state(self) -> np.ndarray:
-        """float64 [2]: the position."""
-        return self._core.positions[0].copy()
-
-    def reset(self) -> dm_env.TimeStep:
-        self._core.reset()
-        self._t = 0
-        self._needs_reset = False
-        return dm_env.restart(self._observation())
-
-    def step(self, action) -> dm_env.TimeStep:
-        if self._needs_reset:
-            return self.reset()
+    def _action(self, action) -> np.ndarray:
         action = np.asarray(action, np.float64)
         if action.shape != (2,):
             raise ValueError(f"action: expected shape (2,), got {action.shape}")
-        reward = self._core.step(action[None])[0]
-        self._t += 1
-        if self._t >= self._episode_length:
-            self._needs_reset = True
-            return dm_env.truncation(reward, self._observation())
-        return dm_env.transition(reward, self._observation())
+        return action[None]
 
     def _observation(self) -> np.ndarray:
         return self._core.positions[0].astype(np.float32)
@@ -184,47 +173,9 @@ class PointNav(dm_env.Environment):
     def action_spec(self):
         return _action_spec()
 
-    def reward_spec(self):
-        return specs.Array((), np.float32, name="reward")
 
-    def discount_spec(self):
-        return specs.BoundedArray((), np.float32, 0.0, 1.0, name="discount")
-
-
-class _TaskView:
-    """What `PointNavBatch.envs[i]` offers: the i-th environment's name, spec and task, without stepping."""
-
-    def __init__(self, batch: "PointNavBatch", index: int):
-        self._batch, self._index = batch, index
-
-    @property
-    def name(self) -> str:
-        return self._batch.spec.name
-
-    @property
-    def spec(self):
-        return self._batch.spec
-
-    @property
-    def action_repeat(self) -> int:
-        return self._batch.action_repeat
-
-    @property
-    def episode_length(self) -> int:
-        return self._batch.episode_length
-
-    @property
-    def task_parameter(self) -> np.ndarray:
-        return self._batch.task_parameters[self._index]
-
-
-class PointNavBatch:
-    """N `point_nav` environments stepped as arrays, with `envs.BatchEnv`'s interface and semantics.
-
-    The fast twin of `BatchEnv([envs.make(name, seed=s) for s in seeds])`: the same observations,
-    rewards, discounts, `done`, `returns` and `lengths` step for step (tests hold them equal), at a
-    fraction of the cost (no per-environment Python objects). `envs` gives read-only views (name,
-    spec, episode_length, task_parameter) of the environments, not steppable ones.
+class PointNavBatch(ArrayBatch):
+    """N `point_nav` environments stepped as arrays (`envs.batch.ArrayBatch` on `PointNavVector`).
 
     Args:
       spec: the task's `envs.TaskSpec` (a point_nav task).
@@ -233,100 +184,10 @@ class PointNavBatch:
     """
 
     def __init__(self, spec, goals_n2, action_repeat: int = 1):
-        self.spec = spec
-        self.action_repeat = int(action_repeat)
-        self._core = PointNavVector(goals_n2)
-        n = self._core.goals.shape[0]
-        self._inner_t = np.zeros((n,), np.int64)
-        self._done = np.ones((n,), bool)
-        self._returns = np.zeros((n,), np.float64)
-        self._lengths = np.zeros((n,), np.int64)
+        super().__init__(spec, PointNavVector(goals_n2), specs.Array((2,), np.float32, name="observation"),
+                         _action_spec(), action_repeat)
 
-    @property
-    def num_envs(self) -> int:
-        return self._core.goals.shape[0]
-
-    @property
-    def envs(self) -> list[_TaskView]:
-        return [_TaskView(self, i) for i in range(self.num_envs)]
-
-    @property
-    def episode_length(self) -> int:
-        """Agent steps in an episode."""
-        return -(-self.spec.episode_length // self.action_repeat)
-
-    @property
-    def task_parameters(self) -> np.ndarray:
-        """float64 [N, 2]: each environment's goal (for data tools; never observed)."""
-        return self._core.goals.copy()
-
-    def physics_states(self) -> np.ndarray:
-        """float64 [N, 2]: every environment's position (what `envs.physics_state` gives one by one)."""
-        return self._core.positions.copy()
-
-    def observation_spec(self):
-        return specs.Array((2,), np.float32, name="observation")
-
-    def action_spec(self):
-        return _action_spec()
-
-    @property
-    def done(self) -> np.ndarray:
-        return self._done.copy()
-
-    @property
-    def all_done(self) -> bool:
-        return bool(self._done.all())
-
-    @property
-    def returns(self) -> np.ndarray:
-        return self._returns.copy()
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return self._lengths.copy()
-
-    def reset(self, mask=None) -> np.ndarray:
-        """Starts new episodes (in the environments of `mask`, default all); returns [N, 2] observations."""
-        if mask is None:
-            mask = np.ones((self.num_envs,), bool)
-        mask = np.asarray(mask)
-        if mask.shape != (self.num_envs,) or mask.dtype != bool:
-            raise ValueError(f"mask: expected bool [{self.num_envs}], got {mask.dtype} {mask.shape}")
-        self._core.reset(mask)
-        self._inner_t[mask] = 0
-        self._done[mask] = False
-        self._returns[mask] = 0.0
-        self._lengths[mask] = 0
-        return self._core.positions.astype(np.float32)
-
-    def step(self, actions):
-        """Steps every environment that is not done; returns an `envs.BatchStep`."""
-        from envs.batch import BatchStep
-
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs, 2):
-            raise ValueError(f"actions: expected shape {(self.num_envs, 2)}, got {actions.shape}")
-        if self._done.all():
-            raise ValueError("actions: every environment is done; call reset() first")
-        running = ~self._done
-        if np.isnan(actions[running]).any():
-            raise ValueError("action: contains NaN")
+    def _convert(self, actions: np.ndarray) -> np.ndarray:
         # Exactly envs.make's RescaleActions to the bounds [-1, 1] (not the identity in floating point).
         unit = (np.clip(actions.astype(np.float64), -1.0, 1.0) + 1.0) / 2.0
-        actions = (-1.0 + unit * 2.0).astype(np.float32)
-        reward = np.zeros((self.num_envs,), np.float32)
-        for _ in range(self.action_repeat):
-            moving = running & (self._inner_t < self.spec.episode_length)
-            if not moving.any():
-                break
-            reward += self._core.step(actions, moving)
-            self._inner_t[moving] += 1
-        self._returns[running] += reward[running].astype(np.float64)
-        self._lengths[running] += 1
-        self._done |= running & (self._inner_t >= self.spec.episode_length)
-        discount = running.astype(np.float32)  # time limits only: 1 while running and on the last step
-        return BatchStep(self._core.positions.astype(np.float32), reward, discount, self._done.copy())
-
-    def close(self) -> None:
-        pass
+        return (-1.0 + unit * 2.0).astype(np.float32)

@@ -35,12 +35,14 @@ class TaskSpec:
         (`Hopper-v4`).
       task: the task within the domain (`walk`, `reach_top_left`, `hidden`); "" for gymnasium.
       obs_dim: length of the flat float32 observation.
-      action_dim: length of the action, each entry in [-1, 1].
+      action_dim: length of the action, each entry in [-1, 1]; 1 for a discrete action (one integer).
       physics_dim: length of the physics state (dm_control `physics.get_state()`; qpos+qvel for
         gymnasium).
       episode_length: steps in an episode that is not terminated early (action_repeat=1).
       task_dim: length of the hidden task parameter (`env.task_parameter`); 0 for tasks whose
         observation shows everything.
+      num_actions: a discrete task's number of actions (its action is one integer in 0..num_actions-1,
+        a `dm_env.specs.DiscreteArray`); 0 for continuous actions.
     """
 
     name: str
@@ -52,6 +54,12 @@ class TaskSpec:
     physics_dim: int
     episode_length: int
     task_dim: int = 0
+    num_actions: int = 0
+
+    @property
+    def discrete(self) -> bool:
+        """Whether the action is one integer of `num_actions` choices (else a vector in [-1, 1])."""
+        return self.num_actions > 0
 
     @property
     def hidden(self) -> bool:
@@ -89,8 +97,11 @@ _DMC_TASKS = {
 }
 _DMC_EPISODE_LENGTH = {"jaco": 250}
 _DMC_TASK_DIM = {("point_mass_maze", "reach_hidden"): 2}
-# NumPy tasks: domain -> (tasks, obs, action, physics, episode length, task_dim); see envs/point_nav.py.
-_NUMPY_TASKS = {"point_nav": (("hidden", "hidden_heldout"), 2, 2, 2, 20, 2)}
+# NumPy tasks: domain -> (tasks, obs, action, physics, episode length, task_dim, num_actions); see
+# envs/point_nav.py and envs/grid.py.
+_NUMPY_TASKS = {"point_nav": (("hidden", "hidden_heldout"), 2, 2, 2, 20, 2, 0),
+                "dark_room": (("hidden", "hidden_heldout"), 2, 1, 2, 20, 2, 5),
+                "dark_key_to_door": (("hidden", "hidden_heldout"), 2, 1, 2, 50, 4, 5)}
 
 # D4RL name -> (gymnasium id stem, obs, action, physics = nq + nv).
 _GYM_TASKS = {
@@ -111,10 +122,10 @@ def _build_table() -> dict[str, TaskSpec]:
             name = f"{domain}_{task}"
             table[name] = TaskSpec(name, DM_CONTROL, domain, task, obs, act, phys, length,
                                    _DMC_TASK_DIM.get((domain, task), 0))
-    for domain, (tasks, obs, act, phys, length, task_dim) in _NUMPY_TASKS.items():
+    for domain, (tasks, obs, act, phys, length, task_dim, num_actions) in _NUMPY_TASKS.items():
         for task in tasks:
             name = f"{domain}_{task}"
-            table[name] = TaskSpec(name, NUMPY, domain, task, obs, act, phys, length, task_dim)
+            table[name] = TaskSpec(name, NUMPY, domain, task, obs, act, phys, length, task_dim, num_actions)
     for short, (stem, obs, act, phys) in _GYM_TASKS.items():
         for version in GYM_VERSIONS:
             name = f"{short}-{version}"
@@ -182,7 +193,8 @@ def task_set(name: str):
       name: a hidden task's name (`task_spec(name).hidden`).
 
     Returns:
-      float64 [num_tasks, task_dim]: the maze's four targets, or the split's goals for point_nav.
+      float64 [num_tasks, task_dim]: the maze's four targets, the split's goals for point_nav and Dark Room,
+      the split's (key, door) pairs for Key-to-Door.
 
     Raises:
       ValueError: naming `name` when the task is unknown or not hidden.
@@ -194,6 +206,10 @@ def task_set(name: str):
         from envs import point_mass_maze
 
         return point_mass_maze.task_set()
+    if spec.domain in ("dark_room", "dark_key_to_door"):
+        from envs import grid
+
+        return grid.task_set(spec.domain, spec.task)
     from envs import point_nav
 
     return point_nav.task_set(spec.task)

@@ -114,7 +114,7 @@ class Relabeler:
             raise ValueError(f"physics_states: expected shape [T, {dim}], got {states.shape}")
         if actions is not None:
             actions = np.asarray(actions, dtype=np.float64)
-            want = (states.shape[0], self._spec.action_dim)
+            want = (states.shape[0],) + (() if self._spec.discrete else (self._spec.action_dim,))
             if actions.shape != want:
                 raise ValueError(f"actions: expected shape {list(want)}, got {list(actions.shape)}")
         single = True
@@ -135,6 +135,11 @@ class Relabeler:
                              f"{action_repeat} re-simulates each step, so it needs "
                              + ("the actions" if self._env is not None else "a simulator (point_nav has none)"))
         tasks = None if task is None else task.reshape(-1, task.shape[-1])
+        if self._env is None and self._spec.discrete:
+            from envs import grid
+
+            rewards = np.stack([grid.rewards_along(self._spec.domain, states, parameter) for parameter in tasks])
+            return rewards[0] if single else rewards
         if self._env is None:
             from envs import point_nav
 

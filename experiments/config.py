@@ -36,12 +36,15 @@ class DataConfig:
       make: hidden-task families: when root holds no data yet, write it first with this scripted
         demonstrator ("none": never); the data the project generates itself, so a job needs no download.
         "explorer_per_task" (the maze): task-agnostic exploration under ``explorer``, then every episode
-        relabelled for each target under ``algo`` (``experiments.collection.per_task``).
+        relabelled for each target under ``algo`` (``experiments.collection.per_task``); "q_learning" (the
+        grids): tabular Q-learning histories (``experiments.collection.grid_sources``).
       histories: with make: histories written, one hidden task each.
       episodes_per_history: with make: episodes in a history.
       observe_task: the oracle baseline (hidden-task families only): every episode's stored task parameter
         is appended to its observations, and so is every evaluation environment's own; every other agent
         learns the task from rewards alone.
+      eps_min: with make="ad_eps" on a grid: the random-action rate ADε's annealing ends at (it sets the
+        best policy in the data).
     """
 
     format: DataFormat = "exorl"
@@ -53,10 +56,11 @@ class DataConfig:
     max_episodes: int | None = None
     action_repeat: int = 4
     download_hint: str = ""
-    make: Literal["none", "searcher", "ad_eps", "oracle", "random", "explorer_per_task"] = "none"
+    make: Literal["none", "searcher", "ad_eps", "oracle", "random", "explorer_per_task", "q_learning"] = "none"
     histories: int = 600
     episodes_per_history: int = 12
     observe_task: bool = False
+    eps_min: float = 0.0
 
     def __post_init__(self):
         if self.format not in ("exorl", "d4rl", "minari"):

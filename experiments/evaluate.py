@@ -106,8 +106,11 @@ def random_actor(config: ExperimentConfig, data: DataSummary) -> Actor:
     """The floor: uniform random actions (no model, no context)."""
     from agent.policy import UniformRandomPolicy
 
-    return Actor(lambda num_envs, episode_length, num_trials: UniformRandomPolicy(num_envs, data.action_dim,
-                                                                                  seed=config.eval.seed), None)
+    import envs
+
+    num_actions = envs.task_spec(config.data.task).num_actions
+    return Actor(lambda num_envs, episode_length, num_trials: UniformRandomPolicy(
+        num_envs, data.action_dim, seed=config.eval.seed, num_actions=num_actions), None)
 
 
 def evaluate_params(config: ExperimentConfig, params, model, data: DataSummary, *, recorder=None) -> dict:

@@ -25,6 +25,25 @@ def check_fits(config: ExperimentConfig, mesh, data) -> None:
         raise ValueError(f"episodes of {data.longest_episode} steps exceed model.max_timestep={config.model.max_timestep}")
 
 
+def action_size(config: ExperimentConfig, data) -> int:
+    """What the model's ``action_dim`` is: the action vector's size, or for discrete actions the number of
+    choices of the evaluation task (``envs.TaskSpec.num_actions``), with the categorical head."""
+    import envs
+
+    discrete = getattr(data, "discrete", False)
+    categorical = config.model.action_head == "categorical"
+    if discrete != categorical:
+        raise ValueError(f"model.action_head={config.model.action_head!r} does not fit the data's "
+                         f"{'discrete' if discrete else 'continuous'} actions: discrete actions need "
+                         "'categorical', continuous ones 'tanh', 'gaussian' or 'mixture'")
+    if not discrete:
+        return data.action_dim
+    spec = envs.task_spec(config.data.task)
+    if not spec.discrete:
+        raise ValueError(f"data.task={config.data.task!r} has continuous actions but the data's are discrete")
+    return spec.num_actions
+
+
 def build_model(config: ExperimentConfig, data, stats: NormStats):
     """The AgenticTransformer (with the dataset's observation statistics) and the mesh.
 
@@ -45,7 +64,7 @@ def build_model(config: ExperimentConfig, data, stats: NormStats):
         raise ValueError(f"normalisation statistics of size {stats.obs_mean.shape[0]} do not match observations "
                          f"of size {data.obs_dim}")
     mean, std = stats.as_tuples()
-    model = AgenticTransformer(config.model, action_dim=data.action_dim, obs_mean=mean, obs_std=std,
+    model = AgenticTransformer(config.model, action_dim=action_size(config, data), obs_mean=mean, obs_std=std,
                                mesh=mesh if config.model.attention == "ring" else None)
     return model, mesh
 
@@ -53,10 +72,11 @@ def build_model(config: ExperimentConfig, data, stats: NormStats):
 def example_inputs(config: ExperimentConfig, data) -> dict:
     """Zeros of a batch's shapes (initialisation reads only shapes)."""
     b, s = config.sampler.batch_size, config.sampler.max_steps
-    shapes = {"observations": (b, s, data.obs_dim), "actions": (b, s, data.action_dim), "rewards": (b, s),
-              "returns_to_go": (b, s), "prev_actions": (b, s, data.action_dim), "prev_rewards": (b, s),
+    action = (b, s) if getattr(data, "discrete", False) else (b, s, data.action_dim)
+    shapes = {"observations": (b, s, data.obs_dim), "actions": action, "rewards": (b, s),
+              "returns_to_go": (b, s), "prev_actions": action, "prev_rewards": (b, s),
               "timesteps": (b, s), "trajectory_index": (b, s)}
-    ints = ("timesteps", "trajectory_index")
+    ints = ("timesteps", "trajectory_index") + (("actions", "prev_actions") if len(action) == 2 else ())
     return {k: np.zeros(shapes[k], np.int32 if k in ints else np.float32) for k in STEP_KEYS}
 
 

@@ -56,7 +56,7 @@ def make_data(data: DataConfig) -> None:
     source = "explorer" if per_task else data.make
     write_dataset(root, task=train_task, source=source, algo=source if per_task else data.algo,
                   num_histories=data.histories, episodes_per_history=data.episodes_per_history,
-                  action_repeat=data.action_repeat)
+                  action_repeat=data.action_repeat, eps_min=data.eps_min)
     if per_task:
         from experiments.collection.per_task import write_per_task
 

@@ -31,7 +31,9 @@ def _tiny(config: ExperimentConfig) -> ExperimentConfig:
                                    else 64, "batch_size": 2, "prefetch": 1, "num_trajectories": 2},
                           # Ring attention over however many devices there are (one on a laptop, 8 in the tests).
                           model=model_preset("tiny", max_timestep=config.model.max_timestep, max_trajectories=16,
-                                             attention="ring"),
+                                             attention="ring", action_head=config.model.action_head,
+                                             use_returns=config.model.use_returns,
+                                             return_scale=config.model.return_scale),
                           optim={"total_steps": 20, "warmup_steps": 2},
                           train={"steps": 20, "checkpoint_every": 10, "log_every": 5, "mesh": "sp=-1"},
                           eval={"num_envs": 2, "num_trials": 2})
@@ -105,6 +107,31 @@ def _hidden(name: str, task: str, domain: str, episode_length: int, histories: i
     )
 
 
+def _grid(name: str, task: str, domain: str, episode_length: int, histories: int, *, trials: int,
+          make: str = "searcher", method: str = "ad", steps: int = 3000, eps_min: float = 0.0) -> ExperimentConfig:
+    """In-context RL on a hidden-task grid (Dark Room, Key-to-Door): ``histories`` learning histories of
+    ``trials`` episodes (``make``), one token per step, a categorical head sampled when acting, evaluated
+    over ``trials`` trials on the held-out tasks. ``method="ad"`` reads a history in its own order without
+    returns (Algorithm Distillation); ``"at"`` sorts a history's episodes by return and conditions on the
+    best (the chain of hindsight)."""
+    ad = method == "ad"
+    return ExperimentConfig(
+        name=name,
+        data=DataConfig(format="exorl", root=f"runs/data/{name}_{make}", domain=domain, algo=make, task=task,
+                        action_repeat=1, make=make, histories=histories, episodes_per_history=trials,
+                        eps_min=eps_min),
+        sampler=SamplerConfig(num_trajectories=trials, max_steps=trials * episode_length, batch_size=16,
+                              group_by="history", order="history" if ad else "return", prefetch=2),
+        model=model_preset("small", embed_dim=64, num_heads=2, num_kv_heads=2, remat_policy="none",
+                           max_timestep=episode_length, max_trajectories=32, action_head="categorical",
+                           use_returns=not ad, return_scale=1.0 / episode_length, query_chunk_size=episode_length * 4,
+                           key_chunk_size=episode_length * 4, ffn_chunk_size=episode_length * 4),
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=100, total_steps=steps, clip_norm=1.0),
+        train=TrainConfig(steps=steps, checkpoint_every=500),
+        eval=EvalConfig(num_envs=64, num_trials=trials, sample=True, random_floor=True),
+    )
+
+
 def _build() -> dict[str, Preset]:
     train = "python -m experiments.train --preset"
     base = {
@@ -123,6 +150,11 @@ def _build() -> dict[str, Preset]:
                                       return_scale=0.002, chunk=200),
                               f"{train} maze_hidden   (one of the maze's four targets hidden; makes its data)"),
     }
+    base["dark_room"] = Preset(_grid("dark_room", "dark_room_hidden_heldout", "dark_room", 20, 650, trials=12),
+                               f"{train} dark_room   (Dark Room, 16 held-out goals; searcher histories, AD)")
+    base["key_to_door"] = Preset(_grid("key_to_door", "dark_key_to_door_hidden_heldout", "dark_key_to_door", 50, 1000,
+                                       trials=8),
+                                 f"{train} key_to_door   (Dark Key-to-Door, 50 held-out pairs; searcher, AD)")
     # The maze from task-agnostic exploration relabelled for each of its four targets (ExoRL's recipe):
     # chains of one target's copies, sorted by return, as the searcher preset's otherwise.
     maze = base["maze_hidden"].config

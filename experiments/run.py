@@ -41,10 +41,11 @@ class DataSummary:
 
     Attributes:
       obs_dim: observation size.
-      action_dim: action size.
+      action_dim: action size (1 for discrete actions).
       longest_episode: steps of the longest episode.
       episodes: number of episodes.
       median_return, max_return, mean_return: episode return statistics.
+      discrete: the actions are integer choices (their number is the task's ``envs.TaskSpec.num_actions``).
     """
 
     obs_dim: int
@@ -54,6 +55,7 @@ class DataSummary:
     median_return: float
     max_return: float
     mean_return: float
+    discrete: bool = False
 
     @classmethod
     def of(cls, trajectories) -> DataSummary:
@@ -61,7 +63,7 @@ class DataSummary:
         return cls(obs_dim=int(trajectories[0].observation_dim), action_dim=int(trajectories[0].action_dim),
                    longest_episode=max(len(t) for t in trajectories), episodes=len(trajectories),
                    median_return=float(np.median(returns)), max_return=float(returns.max()),
-                   mean_return=float(returns.mean()))
+                   mean_return=float(returns.mean()), discrete=bool(trajectories[0].discrete))
 
 
 def is_writer() -> bool:

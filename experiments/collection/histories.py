@@ -113,7 +113,7 @@ def run_histories(task: str, policy, histories, episodes_per_history: int, seed:
 def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: Source | Literal["sac"] = "searcher",
                   num_histories: int = 600, episodes_per_history: int = 12, seed: int = 0, algo: str | None = None,
                   noise_max: float = 0.15, eps_max: float = 1.0, sac: SACConfig | None = None,
-                  chunk: int = 1000, action_repeat: int = 1) -> Path:
+                  chunk: int = 1000, action_repeat: int = 1, eps_min: float = 0.0) -> Path:
     """Writes ``num_histories`` histories of a demonstrator, each on its own task, in ExoRL format.
 
     Files: ``<root>/<domain>/<algo>/buffer/episode_<i>_<T>.npz`` with the keys ``task`` (the hidden task
@@ -135,6 +135,8 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
         chunk: point_nav histories played together as arrays (memory only; the data do not depend on it).
         action_repeat: each recorded action is held this many simulator steps, rewards summed (the maze:
             10 makes its 1,000-step episodes 100 agent steps); point_nav has none (1 only).
+        eps_min: the grids' ADε floor (``experiments.collection.grid_sources``): the random-action rate the
+            annealing ends at. The grids also offer ``source="q_learning"`` (tabular learning histories).
 
     Returns:
         The buffer directory.
@@ -153,6 +155,8 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
     buffer.mkdir(parents=True, exist_ok=True)
     settings = {"task": spec.name, "source": source, "episodes_per_history": episodes_per_history, "seed": seed,
                 "noise_max": noise_max, "eps_max": eps_max, "action_repeat": action_repeat}
+    if spec.discrete:
+        settings["eps_min"] = eps_min
     if source == "sac":
         sac = sac or SACConfig()
         settings["sac"] = json.loads(json.dumps(dataclasses.asdict(sac)))
@@ -172,6 +176,15 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
             if not all(h * episodes_per_history + i in on_disk for i in range(episodes_per_history))]
     if source == "sac":
         return _write_learning_histories(root, spec, algo, todo, episodes_per_history, seed, sac, action_repeat)
+    if spec.discrete:  # the grids: their own sources, many histories at once as arrays
+        from experiments.collection.grid_sources import play_grid_histories
+
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            played = play_grid_histories(spec.name, source, part, episodes_per_history, seed, eps_min=eps_min)
+            for history, episodes in zip(part, played):
+                datasets.exorl.save(root, spec.domain, algo, episodes, first_index=history * episodes_per_history)
+        return buffer
     policy = make_source(source, spec.name, seed, episodes_per_history, noise_max=noise_max, eps_max=eps_max)
     if spec.kind == "numpy":  # arrays over many histories at once
         for start in range(0, len(todo), chunk):
