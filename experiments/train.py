@@ -171,11 +171,13 @@ def _train(config, run: RunDir, episodes, *, evaluate_at_end: bool, until: int |
     step_fn, state = make_train_step(model, config.optim, initial_state(config, model, data), mesh)
     shardings = batch_shardings(mesh, model.batch_axes, model.sequence_axis)
     checkpoints = run.checkpoints(config)
-    restored, start = checkpoints.restore_latest(state)
+    restored, start = checkpoints.restore_latest(state, set_aside=True)
     if restored is not None:
         state = restored
         if not quiet:
             print(f"resuming {run.path} from step {start}")
+    elif checkpoints.unreadable:
+        print(f"{run.path}: no checkpoint restores; training starts again from step 0", file=sys.stderr)
     start = start or 0
     total = config.train.steps
     stop = total if until is None else min(until, total)

@@ -1,0 +1,82 @@
+"""Reliability on tiny presets (issue 29): a run can always finish, --force never destroys, the data cannot
+change under a run, non-finite state is never kept as good, nothing is written where it must not be, and
+bad values are refused before any work.
+
+One tiny run is trained once (``stopped``: 8 of 12 steps, checkpoints 4 and 8); each test that needs a run
+works on its own copy.
+"""
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+
+from experiments import train as train_job
+from experiments.checkpoints import Checkpoints
+from experiments.run import RunDir
+from tests.test_experiments import _config, data_root  # noqa: F401 - data_root is a fixture used here
+
+
+@pytest.fixture(scope="module")
+def stopped(data_root, tmp_path_factory):
+    """A run of 12 steps stopped after step 8 (checkpoints 4 and 8), as if killed there."""
+    config = _config(data_root, tmp_path_factory.mktemp("runs"))
+    assert train_job.train(config, evaluate_at_end=False, quiet=True, until=8) == {"stopped_at": 8}
+    return config
+
+
+def _copy(config, runs_dir):
+    """A copy of ``config``'s run directory under ``runs_dir``, and the config that names it."""
+    copy = dataclasses.replace(config, runs_dir=str(runs_dir))
+    shutil.copytree(config.run_dir, copy.run_dir)
+    (copy.run_dir / "config.json").write_text(copy.to_json())
+    return copy
+
+
+# 1. A damaged latest checkpoint.
+
+def _truncate(step_dir):
+    for path in step_dir.rglob("*"):
+        if path.is_file() and path.stat().st_size > 16:
+            path.write_bytes(path.read_bytes()[:8])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_damaged_latest_checkpoint_is_set_aside_and_the_run_finishes(stopped, tmp_path, capsys, damage):
+    config = _copy(stopped, tmp_path)
+    latest = config.run_dir / "checkpoints" / "8"
+    if damage == "truncated":
+        _truncate(latest)
+    else:  # an empty step directory once made a fresh start that died at its first save
+        shutil.rmtree(latest)
+        latest.mkdir()
+    summary = train_job.train(config, evaluate_at_end=False, quiet=True)
+    assert summary["steps"] == 12 and np.isfinite(summary["final_loss"])
+    err = capsys.readouterr().err
+    message = [line for line in err.splitlines() if "could not be restored" in line]
+    assert len(message) == 1 and "checkpoint 8 could not" in message[0] and "restored step 4 instead" in message[0]
+    assert "8.unreadable-1" in message[0]
+    assert (config.run_dir / "checkpoints" / "8.unreadable-1").is_dir()  # kept for a person to inspect
+    assert Checkpoints(config.run_dir / "checkpoints", 3).steps() == [4, 8, 12]
+
+
+def test_no_readable_checkpoint_says_so(stopped, tmp_path, capsys):
+    config = _copy(stopped, tmp_path)
+    for step in (4, 8):
+        _truncate(config.run_dir / "checkpoints" / str(step))
+    train_job.train(config, evaluate_at_end=False, quiet=True, until=4)
+    err = capsys.readouterr().err
+    assert "no checkpoint restores" in err and "training starts again from step 0" in err
+    assert {p.name for p in (config.run_dir / "checkpoints").iterdir()} >= {"4.unreadable-1", "8.unreadable-1", "4"}
+
+
+def test_evaluation_falls_back_past_a_step_that_vanishes_and_touches_nothing(stopped, tmp_path, capsys):
+    config = _copy(stopped, tmp_path)
+    latest = config.run_dir / "checkpoints" / "8"
+    shutil.rmtree(latest)  # a trainer deleting the step while it is read leaves at most an empty directory
+    latest.mkdir()
+    model, mesh, state, step = RunDir(config.run_dir).restore()
+    assert step == 4 and state is not None
+    assert "checkpoint 8 could not be restored" in capsys.readouterr().err
+    assert latest.is_dir() and not list((config.run_dir / "checkpoints").glob("*.unreadable-*"))
