@@ -122,14 +122,21 @@ class RunDir:
         config = ExperimentConfig.from_json((self.path / "config.json").read_text())
         return dataclasses.replace(config, name=self.path.name, runs_dir=str(self.path.parent))
 
-    def claim(self, config: ExperimentConfig, force: bool = False) -> None:
-        """Saves ``config``, or checks that the run on disk was made with the same one."""
+    def check_config(self, config: ExperimentConfig, force: bool = False) -> list[str]:
+        """The fields (``section.field: old -> new``) where the run on disk was made with another config;
+        [] for a new run or the same config. Refused unless ``force``."""
         saved = self.path / "config.json"
-        if saved.is_file():
-            previous = ExperimentConfig.from_json(saved.read_text())
-            if previous != config and not force:
-                raise ValueError(f"{self.path} was made with a different config ({', '.join(differences(previous, config))}); "
-                                 "choose another --name, or pass --force to resume with the new one")
+        if not saved.is_file():
+            return []
+        changed = differences(ExperimentConfig.from_json(saved.read_text()), config)
+        if changed and not force:
+            raise ValueError(f"{self.path} was made with a different config ({', '.join(changed)}); choose another "
+                             "--name, or pass --force to resume it with the new one where its checkpoints fit")
+        return changed
+
+    def claim(self, config: ExperimentConfig, force: bool = False) -> None:
+        """Saves ``config``, after ``check_config``."""
+        self.check_config(config, force)
         self.write_text("config.json", config.to_json())
 
     @contextlib.contextmanager

@@ -7,8 +7,9 @@
 
 Runs live in ``runs/<name>/`` (``experiments.run`` lists the files). Starting the same command again
 resumes from the last checkpoint with the same data order; a finished run prints its saved summary; a run
-directory made with another config is refused unless ``--force``; a second process on the same run
-directory is refused while the first holds it. Several hosts: the same command in every process with
+directory made with another config is refused, and ``--force`` resumes it under the new config only when its
+checkpoints fit the new model (never training over, or rotating away, checkpoints made with another
+config); a second process on the same run directory is refused while the first holds it. Several hosts: the same command in every process with
 ``--distributed.enable`` (cluster detected) or ``--distributed.coordinator host:port
 --distributed.num-processes N --distributed.process-id I``; only process 0 writes files.
 """
@@ -37,7 +38,9 @@ class TrainCommand:
     Attributes:
       config: the run's config.
       preset: the base config.
-      force: resume a run directory whose saved config differs, with this one.
+      force: resume a run directory whose saved config differs, under this one, when its checkpoints fit
+        this config's model (e.g. a changed learning rate or more steps); otherwise it is refused, naming
+        the fields that differ. Nothing made with the other config is deleted.
       distributed: several processes as one JAX runtime.
     """
 
@@ -154,11 +157,13 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
     episodes = load_episodes(config.data) if episodes is None else episodes
     run = RunDir(config.run_dir)
     with run.lock():
-        run.claim(config, force)
-        return _train(config, run, episodes, evaluate_at_end=evaluate_at_end, until=until, quiet=quiet)
+        changed = run.check_config(config, force)  # refused here without --force, before any work
+        return _train(config, run, episodes, changed=changed, evaluate_at_end=evaluate_at_end, until=until,
+                      quiet=quiet)
 
 
-def _train(config, run: RunDir, episodes, *, evaluate_at_end: bool, until: int | None, quiet: bool) -> dict:
+def _train(config, run: RunDir, episodes, *, changed: list[str], evaluate_at_end: bool, until: int | None,
+           quiet: bool) -> dict:
     from agent.train import batch_shardings, make_train_step
     from datasets import NormStats
     from experiments.evaluate import evaluate
@@ -166,19 +171,19 @@ def _train(config, run: RunDir, episodes, *, evaluate_at_end: bool, until: int |
     from experiments.pipeline import BatchStream
 
     data, stats = DataSummary.of(episodes), NormStats.compute(episodes)
-    run.save_data(data, stats)
     model, mesh = build_model(config, data, stats)
     step_fn, state = make_train_step(model, config.optim, initial_state(config, model, data), mesh)
     shardings = batch_shardings(mesh, model.batch_axes, model.sequence_axis)
     checkpoints = run.checkpoints(config)
-    restored, start = checkpoints.restore_latest(state, set_aside=True)
-    if restored is not None:
-        state = restored
-        if not quiet:
-            print(f"resuming {run.path} from step {start}")
-    elif checkpoints.unreadable:
-        print(f"{run.path}: no checkpoint restores; training starts again from step 0", file=sys.stderr)
-    start = start or 0
+    try:
+        state, start = _resume(config, run, checkpoints, state, changed, quiet)
+    except BaseException:
+        checkpoints.close()
+        raise
+    # Only a run that can go on claims the directory: a refusal above leaves the config and data on disk as
+    # they were, so the checkpoints stay those of the config.json beside them.
+    run.claim(config, force=True)
+    run.save_data(data, stats)
     total = config.train.steps
     stop = total if until is None else min(until, total)
     schedule = Schedule(total, config.train.checkpoint_every, config.train.eval_every)
@@ -210,6 +215,33 @@ def _train(config, run: RunDir, episodes, *, evaluate_at_end: bool, until: int |
                "eval": result, "tensorboard": str(run.path / "tb"), "checkpoints": str(run.path / "checkpoints")}
     run.write_json("summary.json", summary)
     return summary
+
+
+def _resume(config: ExperimentConfig, run: RunDir, checkpoints, state, changed: list[str], quiet: bool):
+    """(state, step) of the latest checkpoint that restores into ``state``'s shapes, or (``state``, 0).
+
+    Refuses checkpoints made with another config that do not fit this one (``--force`` resumes only those
+    that do; it never trains over them, so they are never rotated away) and a ``train.steps`` below the
+    latest checkpoint's step.
+    """
+    from experiments.checkpoints import CheckpointMismatch
+
+    try:
+        restored, start = checkpoints.restore_latest(state, set_aside=True)
+    except CheckpointMismatch as error:
+        made_with = f"made with another config ({', '.join(changed)})" if changed else "of other shapes"
+        raise ValueError(f"{run.path / 'checkpoints'} holds checkpoints {made_with} that do not fit this one "
+                         f"({error}); choose another --name to train this config") from None
+    if restored is None:
+        if checkpoints.unreadable:
+            print(f"{run.path}: no checkpoint restores; training starts again from step 0", file=sys.stderr)
+        return state, 0
+    if start > config.train.steps:
+        raise ValueError(f"train.steps={config.train.steps} is below step {start} of the latest checkpoint in "
+                         f"{run.path / 'checkpoints'}; ask for at least {start} steps, or choose another --name")
+    if not quiet:
+        print(f"resuming {run.path} from step {start}")
+    return restored, start
 
 
 def _global(batch: dict, shardings: dict) -> dict:

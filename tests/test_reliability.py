@@ -80,3 +80,26 @@ def test_evaluation_falls_back_past_a_step_that_vanishes_and_touches_nothing(sto
     assert step == 4 and state is not None
     assert "checkpoint 8 could not be restored" in capsys.readouterr().err
     assert latest.is_dir() and not list((config.run_dir / "checkpoints").glob("*.unreadable-*"))
+
+
+# 2. --force never destroys.
+
+def _files(run_dir):
+    return {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "run.lock"}
+
+
+def test_force_refuses_checkpoints_of_another_model_and_fewer_steps_and_deletes_nothing(stopped, tmp_path):
+    config = _copy(stopped, tmp_path)
+    before = _files(config.run_dir)
+    wider = config.replace(model={"embed_dim": 64})
+    with pytest.raises(ValueError, match=r"another config \(model.embed_dim: 32 -> 64\).*choose another --name"):
+        train_job.train(wider, force=True, evaluate_at_end=False, quiet=True)
+    shorter = config.replace(train={"steps": 6})
+    with pytest.raises(ValueError, match="train.steps=6 is below step 8 of the latest checkpoint"):
+        train_job.train(shorter, force=True, evaluate_at_end=False, quiet=True)
+    assert _files(config.run_dir) == before  # nothing trained over, rotated away or rewritten
+
+    # A change the checkpoints fit resumes under the new config.
+    slower = config.replace(optim={"learning_rate": config.optim.learning_rate / 2})
+    assert train_job.train(slower, force=True, evaluate_at_end=False, quiet=True, until=8) == {"stopped_at": 8}
+    assert RunDir(config.run_dir).config().optim == slower.optim
