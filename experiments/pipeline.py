@@ -30,7 +30,7 @@ def load_episodes(data: DataConfig):
     exorl = data.format == "exorl"
     episodes = datasets.read_episodes(root if data.format != "minari" else data.root, format=data.format,
                                       domain=data.domain if exorl else None, algo=data.algo if exorl else None,
-                                      task=data.task if data.relabel else None, max_episodes=data.max_episodes,
+                                      task=data.task if data.relabel else None, max_episodes=episode_limit(data),
                                       action_repeat=data.action_repeat)
     if data.observe_task:  # the oracle baseline: told the task it acts in, here and when evaluated
         import envs
@@ -41,6 +41,26 @@ def load_episodes(data: DataConfig):
     return episodes
 
 
+def episode_limit(data: DataConfig) -> int | None:
+    """The episodes ``data`` reads at most: ``max_episodes``, and with ``make`` the histories it names, so a root
+    written for a larger run is read only as far as this config's size (episode ``h * episodes_per_history +
+    i`` of history ``h``, in order; with ``explorer_per_task`` each once per task)."""
+    limits = [data.max_episodes] if data.max_episodes is not None else []
+    if data.make != "none":
+        import envs
+
+        copies = len(envs.task_set(_train_task(data))) if data.make == "explorer_per_task" else 1
+        limits.append(data.histories * data.episodes_per_history * copies)
+    return min(limits) if limits else None
+
+
+def _train_task(data: DataConfig) -> str:
+    """The family ``data.make`` writes histories of: evaluation on held-out tasks trains on the others."""
+    import envs
+
+    return envs.task_spec(data.task).name.replace("_heldout", "")
+
+
 def make_data(data: DataConfig) -> None:
     """Writes the histories ``data.make`` names under ``data.root`` unless they are there already (each file
     atomically; a rerun completes an interrupted one; data made with other settings is refused)."""
@@ -48,9 +68,7 @@ def make_data(data: DataConfig) -> None:
 
     if data.format != "exorl":
         raise ValueError(f"data.make={data.make!r} writes ExoRL files; data.format is {data.format!r}")
-    import envs
-
-    train_task = envs.task_spec(data.task).name.replace("_heldout", "")  # data comes from the train tasks
+    train_task = _train_task(data)
     root = Path(data.root).expanduser()
     per_task = data.make == "explorer_per_task"
     source = "explorer" if per_task else data.make

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,8 @@ class DataSummary:
       episodes: number of episodes.
       median_return, max_return, mean_return: episode return statistics.
       discrete: the actions are integer choices (their number is the task's ``envs.TaskSpec.num_actions``).
+      fingerprint: a hash of every episode's length and return, in order: a resume on other data is seen
+        even where the counts and statistics agree ("" in runs made before it was recorded).
     """
 
     obs_dim: int
@@ -56,14 +60,25 @@ class DataSummary:
     max_return: float
     mean_return: float
     discrete: bool = False
+    fingerprint: str = ""
 
     @classmethod
     def of(cls, trajectories) -> DataSummary:
         returns = np.array([t.total_return for t in trajectories], np.float64)
+        lengths = np.array([len(t) for t in trajectories], np.int64)
+        fingerprint = hashlib.sha256(lengths.tobytes() + returns.tobytes()).hexdigest()[:16]
         return cls(obs_dim=int(trajectories[0].observation_dim), action_dim=int(trajectories[0].action_dim),
-                   longest_episode=max(len(t) for t in trajectories), episodes=len(trajectories),
+                   longest_episode=int(lengths.max()), episodes=len(trajectories),
                    median_return=float(np.median(returns)), max_return=float(returns.max()),
-                   mean_return=float(returns.mean()), discrete=bool(trajectories[0].discrete))
+                   mean_return=float(returns.mean()), discrete=bool(trajectories[0].discrete),
+                   fingerprint=fingerprint)
+
+    def same_data(self, other: DataSummary) -> bool:
+        """Whether ``other`` summarises the same episodes (by the statistics alone where either lacks a
+        fingerprint)."""
+        if self.fingerprint and other.fingerprint:
+            return self.fingerprint == other.fingerprint
+        return dataclasses.replace(self, fingerprint="") == dataclasses.replace(other, fingerprint="")
 
 
 def is_writer() -> bool:
@@ -171,6 +186,24 @@ class RunDir:
         self.write_json("data.json", dataclasses.asdict(summary))
         if is_writer():
             stats.save(self.path / "norm_stats.json")
+
+    def check_data(self, data: DataSummary, force: bool = False) -> None:
+        """Refuses to go on with data other than what this run has trained on so far (its ``data.json``):
+        its checkpoints and normalisation were made on that. With ``force``, warns loudly and goes on."""
+        if not (self.path / "data.json").is_file():
+            return
+        previous = self.data()
+        if previous.same_data(data):
+            return
+        what = (f"{previous.episodes} episodes (fingerprint {previous.fingerprint or 'not recorded'}) -> "
+                f"{data.episodes} episodes (fingerprint {data.fingerprint})")
+        if not force:
+            raise ValueError(f"the data of {self.path} changed since it was trained on ({what}); its checkpoints "
+                             "and normalisation are the old data's. Put that data back, or choose another --name "
+                             "(--force resumes on the new data)")
+        print(f"WARNING: the data of {self.path} changed since it was trained on ({what}); --force: resuming on "
+              "the new data, with normalisation statistics recomputed under weights trained on the old ones",
+              file=sys.stderr)
 
     def data(self) -> DataSummary:
         raw = self.read_json("data.json")

@@ -158,12 +158,12 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
     run = RunDir(config.run_dir)
     with run.lock():
         changed = run.check_config(config, force)  # refused here without --force, before any work
-        return _train(config, run, episodes, changed=changed, evaluate_at_end=evaluate_at_end, until=until,
-                      quiet=quiet)
+        return _train(config, run, episodes, changed=changed, force=force, evaluate_at_end=evaluate_at_end,
+                      until=until, quiet=quiet)
 
 
-def _train(config, run: RunDir, episodes, *, changed: list[str], evaluate_at_end: bool, until: int | None,
-           quiet: bool) -> dict:
+def _train(config, run: RunDir, episodes, *, changed: list[str], force: bool, evaluate_at_end: bool,
+           until: int | None, quiet: bool) -> dict:
     from agent.train import batch_shardings, make_train_step
     from datasets import NormStats
     from experiments.evaluate import evaluate
@@ -171,6 +171,7 @@ def _train(config, run: RunDir, episodes, *, changed: list[str], evaluate_at_end
     from experiments.pipeline import BatchStream
 
     data, stats = DataSummary.of(episodes), NormStats.compute(episodes)
+    run.check_data(data, force)
     model, mesh = build_model(config, data, stats)
     step_fn, state = make_train_step(model, config.optim, initial_state(config, model, data), mesh)
     shardings = batch_shardings(mesh, model.batch_axes, model.sequence_axis)

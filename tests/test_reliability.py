@@ -103,3 +103,35 @@ def test_force_refuses_checkpoints_of_another_model_and_fewer_steps_and_deletes_
     slower = config.replace(optim={"learning_rate": config.optim.learning_rate / 2})
     assert train_job.train(slower, force=True, evaluate_at_end=False, quiet=True, until=8) == {"stopped_at": 8}
     assert RunDir(config.run_dir).config().optim == slower.optim
+
+
+# 3. Data that changes under a run.
+
+def test_a_resume_on_other_data_is_refused_and_forced_only_with_a_warning(stopped, data_root, tmp_path, capsys):
+    from datasets import exorl
+    from datasets.synthetic import random_trajectories
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    config = _copy(stopped.replace(data={"root": str(root)}), tmp_path / "runs")
+    before = _files(config.run_dir)
+    extra = random_trajectories(4, [250], obs_dim=5, act_dim=1)  # one episode more, written after the kill
+    exorl.save(root, "cartpole", "random", extra, first_index=6)
+    with pytest.raises(ValueError, match=r"data of .* changed since it was trained on \(6 episodes .* -> 7 episodes"):
+        train_job.train(config, evaluate_at_end=False, quiet=True)
+    assert _files(config.run_dir) == before
+
+    assert train_job.train(config, force=True, evaluate_at_end=False, quiet=True, until=8) == {"stopped_at": 8}
+    assert "WARNING: the data of" in capsys.readouterr().err
+    assert RunDir(config.run_dir).data().episodes == 7
+
+
+def test_the_config_s_histories_are_read_from_a_root_that_holds_more(tmp_path):
+    from experiments.pipeline import load_episodes
+    from experiments.presets import get_preset
+
+    base = get_preset("nav_hidden_tiny").data
+    four = dataclasses.replace(base, root=str(tmp_path / "nav"), histories=4)
+    assert len(load_episodes(four)) == 4 * base.episodes_per_history
+    two = load_episodes(dataclasses.replace(four, histories=2))
+    assert len(two) == 2 * base.episodes_per_history and {e.history for e in two} == {0, 1}
