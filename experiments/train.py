@@ -17,6 +17,7 @@ config); a second process on the same run directory is refused while the first h
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -28,7 +29,8 @@ from experiments.run import DataSummary, RunDir, RunLockedError, is_writer
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The loss, the gradient norm or the state to be saved is not finite: training stops, and what is on
+    disk is only what was finite."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +75,7 @@ class MetricLog:
         from tqdm import tqdm
 
         self.config, self.last, self._pending = config, {}, None
+        self.good_step = start or None  # the newest checkpoint known finite: restored, or saved by this process
         self.bar = tqdm(total=config.train.steps, initial=start, desc=config.name, disable=quiet, dynamic_ncols=True)
         self.writer = None
         if is_writer():
@@ -95,10 +98,9 @@ class MetricLog:
         self._pending = None
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
         self.last.update(values)
-        if not math.isfinite(values["loss"]):
-            raise NonFiniteLoss(f"loss became {values['loss']} at step {step}; stopping. The last good checkpoint "
-                                f"in {self.config.run_dir / 'checkpoints'} is kept (lower optim.learning_rate or a "
-                                "smaller optim.clip_norm, then resume)")
+        for name in ("loss", "grad_norm"):
+            if not math.isfinite(values[name]):
+                self.stop(f"{name} became {values[name]} at step {step}")
         self._tokens += values["tokens"]
         self.bar.update(step - self.bar.n)
         if step % self.config.train.log_every == 0 or step == self.config.train.steps:
@@ -110,6 +112,14 @@ class MetricLog:
                     self.writer.add_scalar(f"train/{name}", values[name], step)
                 self.writer.add_scalar("train/tokens_per_second", rate, step)
             self._tokens, self._tick = 0.0, now
+
+    def stop(self, what: str):
+        """Raises ``NonFiniteLoss`` naming the checkpoint that really is good."""
+        where = self.config.run_dir / "checkpoints"
+        good = (f"checkpoint {self.good_step} in {where} is the last good one" if self.good_step else
+                f"no checkpoint was kept ({where} holds none of this run)")
+        raise NonFiniteLoss(f"{what}; stopping before it is saved. {good} (lower optim.learning_rate or a smaller "
+                            "optim.clip_norm, then resume)")
 
     def evaluation(self, result: dict, step: int) -> None:
         if self.writer is None:
@@ -195,12 +205,15 @@ def _train(config, run: RunDir, episodes, *, changed: list[str], force: bool, ev
             log.push(step + 1, metrics)
             if schedule.saves(step + 1) or step + 1 == stop:
                 log.flush()  # a non-finite loss stops here, before it is saved
+                if not _finite(state):  # a finite loss can still leave non-finite parameters (a NaN update)
+                    log.stop(f"the parameters or optimiser state became non-finite by step {step + 1}")
                 scores = None
                 if schedule.evaluates(step + 1):
                     result = evaluate(config, state.params, model, data, run)
                     log.evaluation(result, step + 1)
                     scores = {checkpoints.metric: result["last_trial_mean_return"]}
                 checkpoints.save(step + 1, state, scores)
+                log.good_step = step + 1
         log.flush()
         if stop < total:
             return {"stopped_at": stop}
@@ -243,6 +256,24 @@ def _resume(config: ExperimentConfig, run: RunDir, checkpoints, state, changed: 
     if not quiet:
         print(f"resuming {run.path} from step {start}")
     return restored, start
+
+
+@functools.cache
+def _all_finite():
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def all_finite(state):
+        checks = [jnp.isfinite(x).all() for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+        return jnp.all(jnp.stack(checks))
+
+    return all_finite
+
+
+def _finite(state) -> bool:
+    """Whether every floating-point array of ``state`` is finite (one scalar read back)."""
+    return bool(_all_finite()(state))
 
 
 def _global(batch: dict, shardings: dict) -> dict:

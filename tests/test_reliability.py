@@ -135,3 +135,32 @@ def test_the_config_s_histories_are_read_from_a_root_that_holds_more(tmp_path):
     assert len(load_episodes(four)) == 4 * base.episodes_per_history
     two = load_episodes(dataclasses.replace(four, histories=2))
     assert len(two) == 2 * base.episodes_per_history and {e.history for e in two} == {0, 1}
+
+
+# 4. Non-finite state.
+
+def test_non_finite_parameters_are_not_saved_and_the_good_checkpoint_is_named(stopped, tmp_path, monkeypatch):
+    import jax
+    import jax.numpy as jnp
+
+    import agent.train
+
+    real = agent.train.make_train_step
+
+    def poisoned(*args, **kwargs):  # the last step's update is NaN while its loss (before it) is finite
+        step_fn, state = real(*args, **kwargs)
+
+        def step(state, batch):
+            state, metrics = step_fn(state, batch)
+            if int(state.step) == 12:
+                state = state.replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))
+            return state, metrics
+
+        return step, state
+
+    monkeypatch.setattr(agent.train, "make_train_step", poisoned)
+    config = _copy(stopped, tmp_path)
+    with pytest.raises(train_job.NonFiniteLoss, match="non-finite by step 12.*checkpoint 8 in .* is the last good one"):
+        train_job.train(config, evaluate_at_end=False, quiet=True)
+    assert Checkpoints(config.run_dir / "checkpoints", 3).steps() == [4, 8]
+    assert not (config.run_dir / "summary.json").exists()
