@@ -159,6 +159,13 @@ class ExperimentConfig:
     eval: EvalConfig = EvalConfig(num_envs=16)
     runs_dir: str = "runs"
 
+    def __post_init__(self):
+        # The name is joined to runs_dir: anything but one plain component writes a run elsewhere ("../x",
+        # "/abs") or turns runs_dir itself into a run ("").
+        if self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0"):
+            raise ValueError(f"name={self.name!r} must be one plain directory name (not empty, '.' or '..', no '/'): "
+                             f"the run's directory under runs_dir={self.runs_dir!r}")
+
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name

@@ -20,7 +20,7 @@ import numpy as np
 
 from experiments.cli import DistributedArgs
 from experiments.config import ExperimentConfig
-from experiments.run import DataSummary, RunDir
+from experiments.run import DataSummary, RunDir, report_dir
 
 
 class VideoRecorder:
@@ -234,7 +234,8 @@ def write_reports(out: RunDir, result: dict) -> None:
 def markdown_table(result: dict) -> str:
     target = result["target_return"]
     lines = [f"Evaluation on {result['task']}: {result['num_envs']} environments x {result['num_trials']} trials, "
-             + ("no target return (no model)" if target is None else f"target return {target:.1f}"), "",
+             + ("no target return (no model)" if target is None else f"target return {target:.1f}")
+             + (f"; run {result['run']}, checkpoint step {result['checkpoint_step']}" if "run" in result else ""), "",
              "| trial | mean return | std |", "|---|---|---|"]
     success = result.get("per_trial_success_rate")
     if success:
@@ -312,8 +313,7 @@ def evaluate_run(run_dir: Path, *, num_envs: int | None = None, num_trials: int 
                                    ("sample_noise", sample_noise)) if v is not None}
     config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, **overrides))
     model, _, state, step = run.restore(config)
-    out = RunDir(out_dir) if out_dir is not None else run
-    return evaluate(config, state.params, model, run.data(), out, extra={"checkpoint_step": step})
+    return evaluate(config, state.params, model, run.data(), report_dir(run, out_dir), extra=run.provenance(step))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,6 +81,23 @@ class DataSummary:
         return dataclasses.replace(self, fingerprint="") == dataclasses.replace(other, fingerprint="")
 
 
+def report_dir(run: RunDir, out: str | os.PathLike | None) -> RunDir:
+    """Where ``run``'s evaluation reports go: ``out`` (default: the run itself), refused where it holds
+    another run (its config.json) or another run's reports, which would be replaced with no trace."""
+    if out is None or Path(out).resolve() == run.path.resolve():
+        return run
+    out = RunDir(out)
+    if (out.path / "config.json").is_file():
+        raise ValueError(f"--out {out.path} holds another run (it has a config.json), whose results this would "
+                         "replace; choose another --out")
+    if (out.path / "eval.json").is_file():
+        recorded = out.read_json("eval.json").get("run")
+        if recorded is None or Path(recorded).resolve() != run.path.resolve():
+            raise ValueError(f"--out {out.path} holds the evaluation of another run ({recorded or 'not recorded'}); "
+                             "choose another --out")
+    return out
+
+
 def is_writer() -> bool:
     """Process 0 writes; the others compute the same things and keep them to themselves."""
     import jax
@@ -135,7 +152,8 @@ class RunDir:
         if not (self.path / "config.json").is_file():
             raise FileNotFoundError(f"{self.path} is not a run directory (no config.json)")
         config = ExperimentConfig.from_json((self.path / "config.json").read_text())
-        return dataclasses.replace(config, name=self.path.name, runs_dir=str(self.path.parent))
+        path = self.path if self.path.name not in ("", "..") else self.path.resolve()  # "." or "..": its real name
+        return dataclasses.replace(config, name=path.name, runs_dir=str(path.parent))
 
     def check_config(self, config: ExperimentConfig, force: bool = False) -> list[str]:
         """The fields (``section.field: old -> new``) where the run on disk was made with another config;
@@ -247,6 +265,11 @@ class RunDir:
         if state is None:
             raise FileNotFoundError(f"{self.path / 'checkpoints'} holds no checkpoint that can be restored")
         return model, mesh, state, step
+
+    def provenance(self, step: int | None) -> dict:
+        """What every report of this run records of where it came from (step: the checkpoint evaluated; None
+        for a policy without one)."""
+        return {"run": str(self.path), "checkpoint_step": step}
 
     # The finished run.
 

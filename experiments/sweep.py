@@ -188,7 +188,7 @@ def _run_cell(config: ExperimentConfig, run: RunDir, episodes, quiet: bool) -> d
     with run.lock():
         run.claim(config)
         run.save_data(data, NormStats.compute(episodes))
-        return evaluate_actor(config, random_actor(config, data), data, run)
+        return evaluate_actor(config, random_actor(config, data), data, run, extra=run.provenance(None))
 
 
 def retarget(root: Path, targets: list[float], methods: list[str], num_envs: int | None = None) -> str:

@@ -209,7 +209,7 @@ def _train(config, run: RunDir, episodes, *, changed: list[str], force: bool, ev
                     log.stop(f"the parameters or optimiser state became non-finite by step {step + 1}")
                 scores = None
                 if schedule.evaluates(step + 1):
-                    result = evaluate(config, state.params, model, data, run)
+                    result = evaluate(config, state.params, model, data, run, extra=run.provenance(step + 1))
                     log.evaluation(result, step + 1)
                     scores = {checkpoints.metric: result["last_trial_mean_return"]}
                 checkpoints.save(step + 1, state, scores)
@@ -219,7 +219,7 @@ def _train(config, run: RunDir, episodes, *, changed: list[str], force: bool, ev
             return {"stopped_at": stop}
         result = None
         if evaluate_at_end:
-            result = evaluate(config, state.params, model, data, run)
+            result = evaluate(config, state.params, model, data, run, extra=run.provenance(total))
             log.evaluation(result, total)
     finally:
         log.close()

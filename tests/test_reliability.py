@@ -164,3 +164,38 @@ def test_non_finite_parameters_are_not_saved_and_the_good_checkpoint_is_named(st
         train_job.train(config, evaluate_at_end=False, quiet=True)
     assert Checkpoints(config.run_dir / "checkpoints", 3).steps() == [4, 8]
     assert not (config.run_dir / "summary.json").exists()
+
+
+# 5. Writing where it must not.
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../../x", "/abs/path", "a/b"])
+def test_a_run_name_is_one_plain_path_component(name, tmp_path, capsys):
+    from experiments.config import ExperimentConfig
+
+    with pytest.raises(ValueError, match="name=.* must be one plain directory name"):
+        ExperimentConfig(name=name, runs_dir=str(tmp_path / "runs"))
+    assert train_job.main(["--preset", "tiny", "--name", name, "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.startswith("error: name=")
+    assert not list(tmp_path.iterdir())
+
+
+def test_reports_record_their_run_and_never_replace_another_run_s(stopped, tmp_path):
+    import json
+
+    from experiments.evaluate import evaluate_run
+
+    config = _copy(stopped, tmp_path / "a")
+    other = _copy(stopped, tmp_path / "b")
+    out = tmp_path / "reports"
+    evaluate_run(config.run_dir, num_trials=1, out_dir=out)
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["run"] == str(config.run_dir) and saved["checkpoint_step"] == 8
+    assert f"run {config.run_dir}, checkpoint step 8" in (out / "eval.md").read_text()
+
+    before = _files(other.run_dir)
+    with pytest.raises(ValueError, match="holds another run"):
+        evaluate_run(config.run_dir, num_trials=1, out_dir=other.run_dir)
+    assert _files(other.run_dir) == before
+    with pytest.raises(ValueError, match="holds the evaluation of another run"):
+        evaluate_run(other.run_dir, num_trials=1, out_dir=out)
+    assert json.loads((out / "eval.json").read_text()) == saved
