@@ -43,6 +43,8 @@ def step_inputs(batch: dict) -> dict:
       and ``prev_rewards`` [B, S], the previous step's action and reward within the same trajectory
       (zero at a trajectory's first step and where the previous step was cut off by the window).
       Discrete actions (an integer batch [B, S]) stay int32, with -1 for a missing previous action.
+      ``labels`` is what the loss predicts: the batch's own ``labels`` where it has them (DPT's optimal
+      actions), else the actions taken.
     """
     missing = [k for k in ("observations", "actions", "rewards", "returns_to_go", "timesteps",
                            "trajectory_index", "mask") if k not in batch]
@@ -67,6 +69,7 @@ def step_inputs(batch: dict) -> dict:
         "rewards": rewards.astype(np.float32),
         "returns_to_go": np.asarray(batch["returns_to_go"], np.float32),
         "prev_actions": prev_actions,
+        "labels": np.asarray(batch.get("labels", actions)).astype(np.int32 if discrete else np.float32),
         "prev_rewards": np.where(same, prev_rewards, 0.0).astype(np.float32),
         "timesteps": steps.astype(np.int32),
         "trajectory_index": traj.astype(np.int32),

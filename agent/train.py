@@ -20,7 +20,7 @@ from agent.tokens import STEP_KEYS
 __all__ = ["OptimConfig", "TrainState", "action_loss", "batch_shardings", "init_state",
            "make_train_step", "state_shardings", "train_step"]
 
-BATCH_KEYS = STEP_KEYS + ("loss_mask",)
+BATCH_KEYS = STEP_KEYS + ("loss_mask", "labels")  # labels: what the loss predicts (``agent.tokens``)
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -63,14 +63,15 @@ def init_state(model: AgenticTransformer, optim: OptimConfig, example: dict, see
 def train_step(state: TrainState, batch: dict, *, model: AgenticTransformer, optim: OptimConfig):
     """One optimiser update. Pure: ``(state, batch) -> (state, metrics)``.
 
-    Randomness (dropout) comes from ``fold_in(state.key, state.step)``.
+    Randomness (dropout) comes from ``fold_in(state.key, state.step)``. The loss predicts ``batch["labels"]``:
+    the actions taken, or (DPT) the task's optimal actions, while the context always shows the taken ones.
     """
     dropout_key = jax.random.fold_in(state.key, state.step)
     inputs = {k: batch[k] for k in STEP_KEYS}
 
     def loss_fn(params):
         predictions = model.apply({"params": params}, inputs, train=True, rngs={"dropout": dropout_key})
-        return action_loss(predictions, batch["actions"], batch["loss_mask"])
+        return action_loss(predictions, batch["labels"], batch["loss_mask"])
 
     (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optim.optimizer().update(grads, state.opt_state, state.params)

@@ -37,6 +37,7 @@ mask                   bool     [B, S]              a real step, not padding
 loss_mask              bool     [B, S]              steps whose action prediction is trained
 target_return          float32  [B]                 the chain's best return
 num_trajectories       int32    [B]                 episodes at least partly inside the window
+labels                 as actions                   only when the episodes carry labels (DPT)
 =====================  =======  ==================  ============================================
 """
 
@@ -141,15 +142,23 @@ class ContextSampler:
         self.returns = np.array([t.total_return for t in self.trajectories])
         self.observation_dim, self.action_dim, self.discrete = dims.pop()
         self.groups = _groups(self.trajectories, config)
+        labelled = {t.labels is not None for t in self.trajectories}
+        if len(labelled) != 1:
+            raise ValueError("some episodes carry labels (the action to predict) and others do not")
+        self.labelled = labelled.pop()
+
+    def _action_spec(self) -> tuple[tuple[int, ...], np.dtype]:
+        b, s = self.config.batch_size, self.config.max_steps
+        return ((b, s), np.dtype(np.int32)) if self.discrete else ((b, s, self.action_dim), np.dtype(np.float32))
 
 
     def spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """``{key: (shape, dtype)}`` of every batch."""
         b, s = self.config.batch_size, self.config.max_steps
-        return {
+        labelled = {"labels": self._action_spec()} if self.labelled else {}
+        return labelled | {
             "observations": ((b, s, self.observation_dim), np.dtype(np.float32)),
-            "actions": ((b, s), np.dtype(np.int32)) if self.discrete else ((b, s, self.action_dim),
-                                                                            np.dtype(np.float32)),
+            "actions": self._action_spec(),
             "rewards": ((b, s), np.dtype(np.float32)),
             "returns_to_go": ((b, s), np.dtype(np.float32)),
             "timesteps": ((b, s), np.dtype(np.int32)),
@@ -230,6 +239,8 @@ class ContextSampler:
         cumulative = trajectory.cumulative_rewards
         batch["observations"][row, out] = trajectory.observations[a:b]
         batch["actions"][row, out] = trajectory.actions[a:b]
+        if trajectory.labels is not None:
+            batch["labels"][row, out] = trajectory.labels[a:b]
         batch["rewards"][row, out] = trajectory.rewards[a:b]
         before = cumulative[a - 1:b - 1] if a > 0 else np.concatenate([[0.0], cumulative[:b - 1]])
         batch["returns_to_go"][row, out] = target - before

@@ -29,6 +29,7 @@ _FLOAT_FIELDS = {
     "final_observation": (np.float32, 1),
     "final_physics": (np.float64, 1),
     "task": (np.float64, 1),
+    "labels": (np.float32, 2),
 }
 _BOOL_FIELDS = ("terminals", "timeouts")
 
@@ -100,6 +101,8 @@ class Trajectory:
         task: optional float64 [task_dim], the hidden task's parameter the episode was collected under.
         history: optional non-negative int, the history (one environment, one task, several episodes)
             the episode belongs to.
+        labels: optional, shaped as ``actions``: the action a learner should predict at each step where it
+            is not the one taken (DPT: the task's optimal action; ``datasets.optimal_labels``).
     """
 
     observations: np.ndarray
@@ -113,6 +116,7 @@ class Trajectory:
     source: str = "<memory>"
     task: np.ndarray | None = None
     history: int | None = None
+    labels: np.ndarray | None = None
 
     def __post_init__(self):
         where = f"Trajectory from {self.source}"
@@ -126,7 +130,7 @@ class Trajectory:
         values = {}
         for name, (dtype, ndim) in _FLOAT_FIELDS.items():
             value = getattr(self, name)
-            if name == "actions" and _is_discrete(value):
+            if name in ("actions", "labels") and _is_discrete(value):
                 values[name] = _as_discrete(value, where)
             elif value is not None:
                 values[name] = _as_float(name, value, dtype, ndim, where)
@@ -136,6 +140,8 @@ class Trajectory:
         if length < 1:
             raise ValueError(f"{where}: an episode needs at least one step, got observations of shape "
                              f"{values['observations'].shape}")
+        if "labels" in values and values["labels"].shape != values["actions"].shape:
+            raise ValueError(f"{where}: labels has shape {values['labels'].shape}, actions {values['actions'].shape}")
         for name in ("actions", "rewards", "terminals", "timeouts", "physics"):
             if name in values and values[name].shape[0] != length:
                 raise ValueError(f"{where}: {name} has {values[name].shape[0]} rows but observations has "
@@ -218,6 +224,29 @@ class Trajectory:
     def replace(self, **changes) -> Trajectory:
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    def with_optimal_labels(self, task_name: str) -> Trajectory:
+        """A copy whose ``labels`` are the optimal action at every step, computed from the stored task (what
+        DPT predicts): for the grids, straight to the goal (Key-to-Door: to the key until it was collected
+        on the way to this step, then to the door).
+
+        Raises:
+            ValueError: naming the episode when it stores no task, or the family when it has no such rule.
+        """
+        import envs
+        from envs import grid
+
+        spec = envs.task_spec(task_name)
+        if self.task is None:
+            raise ValueError(f"Trajectory from {self.source}: it stores no hidden task, so its optimal actions are "
+                             "unknown")
+        if not spec.discrete:
+            raise ValueError(f"optimal labels are defined for the grid families; {spec.name!r} is not one")
+        cells = self.observations[:, :2]
+        key_seen = (cells == self.task[:2]).all(axis=1) if spec.domain == "dark_key_to_door" else np.zeros(len(self), bool)
+        has_key = np.logical_or.accumulate(key_seen)
+        tasks = np.broadcast_to(self.task, (len(self), self.task.size))
+        return self.replace(labels=grid.optimal_actions(spec.domain, tasks, cells, has_key))
 
     def with_task_observed(self) -> Trajectory:
         """A copy whose observations (and final observation) end with the hidden task parameter: the

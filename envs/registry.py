@@ -186,6 +186,25 @@ def task_spec(name: str) -> TaskSpec:
     return _TABLE[canonical_name(name)]
 
 
+def best_return(name: str, tasks):
+    """The largest return an episode can earn on each task, where the family defines it exactly (the grids:
+    ``envs.grid.best_return``): the oracle's line beside every result. None for other tasks.
+
+    Args:
+      name: a task name.
+      tasks: float [N, task_dim], the tasks (e.g. an evaluation's ``task_parameters``).
+
+    Returns:
+      float64 [N], or None.
+    """
+    spec = task_spec(name)
+    if spec.domain not in ("dark_room", "dark_key_to_door"):
+        return None
+    from envs import grid
+
+    return grid.best_return(spec.domain, tasks)
+
+
 def task_set(name: str):
     """The task parameters a hidden-task family draws from (what a task-aware data source may know).
 

@@ -45,6 +45,8 @@ class DataConfig:
         learns the task from rewards alone.
       eps_min: with make="ad_eps" on a grid: the random-action rate ADε's annealing ends at (it sets the
         best policy in the data).
+      labels: what the loss predicts: "taken" (the data's actions) or "optimal" (DPT: the optimal action
+        of every step, computed from each episode's stored task; ``Trajectory.with_optimal_labels``).
     """
 
     format: DataFormat = "exorl"
@@ -61,6 +63,7 @@ class DataConfig:
     episodes_per_history: int = 12
     observe_task: bool = False
     eps_min: float = 0.0
+    labels: Literal["taken", "optimal"] = "taken"
 
     def __post_init__(self):
         if self.format not in ("exorl", "d4rl", "minari"):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.cli import DistributedArgs
+from experiments.cli import EXPECTED_ERRORS, DistributedArgs, fail
 from experiments.config import ExperimentConfig
 from experiments.run import DataSummary, RunDir, report_dir
 
@@ -151,7 +151,10 @@ def rollout(config: ExperimentConfig, actor: Actor, data: DataSummary, *, record
         returns = run_trials(actor.make(ev.num_envs, batch_env.episode_length, trials), batch_env, trials,
                              observer=outcomes)
     hidden = envs.task_spec(config.data.task).hidden
+    best = envs.best_return(config.data.task, batch_env.task_parameters) if hidden else None
     return {
+        # The oracle's return on these environments' tasks, exact where the family defines it (the grids).
+        "oracle_return": None if best is None else float(np.mean(best)),
         "task": config.data.task,
         "num_envs": ev.num_envs,
         "num_trials": trials,
@@ -251,6 +254,8 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| last trial, D4RL normalised | {result['normalized']['last_trial_mean']:.1f} |")
     if floor := result.get("random_floor"):
         lines.append(f"| uniform random policy, last trial (same environments) | {floor['last_trial_mean_return']:.1f} |")
+    if result.get("oracle_return") is not None:
+        lines.append(f"| oracle (told the task; exact), every trial | {result['oracle_return']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -266,6 +271,10 @@ def _plot(path: Path, result: dict) -> None:
                 label="agent (mean ± std over environments)")
     ax.axhline(result["dataset_median_return"], color="gray", linestyle="--", label="dataset median")
     ax.axhline(result["dataset_max_return"], color="black", linestyle=":", label="dataset best")
+    if result.get("oracle_return") is not None:
+        ax.axhline(result["oracle_return"], color="tab:green", linestyle="-.", label="oracle (exact)")
+    if floor := result.get("random_floor"):
+        ax.plot(trials, floor["per_trial_mean_return"], color="tab:red", linestyle=":", label="uniform random")
     ax.set_xlabel("trial")
     ax.set_ylabel("return")
     ax.set_xticks(trials)
@@ -294,15 +303,37 @@ def summary_table(summary: dict) -> str:
             success = floor.get("per_trial_success_rate")
             rows.append(("random policy, last trial", f"{floor['last_trial_mean_return']:.{precision}f}"
                          + (f" (success {success[-1]:.0%})" if success else "")))
+        if ev.get("oracle_return") is not None:
+            rows.append(("oracle (told the task; exact)", f"{ev['oracle_return']:.2f}"))
     rows += [("TensorBoard logs", summary["tensorboard"]), ("checkpoints", summary["checkpoints"]),
              ("evaluation", str(run / "eval.md")), ("plot", str(run / "eval.png"))]
     width = max(len(k) for k, _ in rows)
-    return "\n".join(["", "| " + "result".ljust(width) + " | value |", "|" + "-" * (width + 2) + "|---|"]
+    return "\n".join(_per_trial_lines(ev) + ["", "| " + "result".ljust(width) + " | value |",
+                                              "|" + "-" * (width + 2) + "|---|"]
                      + [f"| {k.ljust(width)} | {v} |" for k, v in rows])
 
 
+def _per_trial_lines(ev: dict) -> list[str]:
+    """A hidden-task run's return per trial (episode) on its evaluation tasks, beside the reference lines."""
+    success = ev.get("per_trial_success_rate") if ev else None
+    if not success:
+        return []
+    floor, oracle = ev.get("random_floor"), ev.get("oracle_return")
+    header = "| trial | return (mean ± std) | success |" + (" random |" if floor else "") + (" oracle |" if oracle else "")
+    lines = ["", f"Per trial on {ev['task']} ({ev['num_envs']} environments):", "", header,
+             "|" + "---|" * (header.count("|") - 1)]
+    for i, (mean, std) in enumerate(zip(ev["per_trial_mean_return"], ev["per_trial_std_return"])):
+        line = f"| {i + 1} | {mean:.2f} ± {std:.2f} | {success[i]:.0%} |"
+        if floor:
+            line += f" {floor['per_trial_mean_return'][i]:.2f} |"
+        if oracle is not None:
+            line += f" {oracle:.2f} |"
+        lines.append(line)
+    return lines
+
+
 def evaluate_run(run_dir: Path, *, num_envs: int | None = None, num_trials: int | None = None, video: bool = False,
-                 target_return: float | None = None, sample_noise: bool | None = None,
+                 target_return: float | None = None, sample_noise: bool | None = None, sample: bool | None = None,
                  out_dir: Path | None = None) -> dict:
     """Evaluates the latest checkpoint of ``run_dir`` from its files alone, and writes the reports to
     ``out_dir`` (default: ``run_dir``, replacing its earlier evaluation)."""
@@ -310,7 +341,7 @@ def evaluate_run(run_dir: Path, *, num_envs: int | None = None, num_trials: int 
     config = run.config()
     overrides = {k: v for k, v in (("num_envs", num_envs), ("num_trials", num_trials), ("video", video or None),
                                    ("target_return", target_return),
-                                   ("sample_noise", sample_noise)) if v is not None}
+                                   ("sample_noise", sample_noise), ("sample", sample)) if v is not None}
     config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, **overrides))
     model, _, state, step = run.restore(config)
     return evaluate(config, state.params, model, run.data(), report_dir(run, out_dir), extra=run.provenance(step))
@@ -328,6 +359,8 @@ class EvaluateCommand:
       target_return: the return asked for (default: the run's own).
       sample_noise: with a sampling run, also draw the spread around the chosen mode (default: the run's
         own; False plays the chosen component's mean).
+      sample: draw actions from the head's distribution (True) or play the most likely one (False: greedy;
+        default: the run's own).
       out: write the reports here instead of into the run directory.
       distributed: several processes as one JAX runtime (as in experiments.train).
     """
@@ -338,6 +371,7 @@ class EvaluateCommand:
     video: bool = False
     target_return: float | None = None
     sample_noise: bool | None = None
+    sample: bool | None = None
     out: Path | None = None
     distributed: DistributedArgs = DistributedArgs()
 
@@ -350,10 +384,9 @@ def main(argv=None) -> int:
         args.distributed.initialize()
         result = evaluate_run(args.run, num_envs=args.num_envs, num_trials=args.num_trials, video=args.video,
                               target_return=args.target_return, sample_noise=args.sample_noise,
-                              out_dir=args.out)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+                              sample=args.sample, out_dir=args.out)
+    except EXPECTED_ERRORS as error:
+        return fail(error)
     print(markdown_table(result))
     out = args.out or args.run
     print(f"wrote {out / 'eval.json'}, {out / 'eval.md'}, {out / 'eval.png'}")

@@ -32,6 +32,8 @@ def load_episodes(data: DataConfig):
                                       domain=data.domain if exorl else None, algo=data.algo if exorl else None,
                                       task=data.task if data.relabel else None, max_episodes=episode_limit(data),
                                       action_repeat=data.action_repeat)
+    if data.labels == "optimal":  # DPT: predict the task's optimal action; the context keeps the taken ones
+        episodes = [episode.with_optimal_labels(data.task) for episode in episodes]
     if data.observe_task:  # the oracle baseline: told the task it acts in, here and when evaluated
         import envs
 

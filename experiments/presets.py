@@ -110,8 +110,9 @@ def _hidden(name: str, task: str, domain: str, episode_length: int, histories: i
 def _grid(name: str, task: str, domain: str, episode_length: int, histories: int, *, trials: int,
           make: str = "searcher", method: str = "ad", steps: int = 3000, eps_min: float = 0.0) -> ExperimentConfig:
     """In-context RL on a hidden-task grid (Dark Room, Key-to-Door): ``histories`` learning histories of
-    ``trials`` episodes (``make``), one token per step, a categorical head sampled when acting, evaluated
-    over ``trials`` trials on the held-out tasks. ``method="ad"`` reads a history in its own order without
+    ``trials`` episodes (``make``), one token per step, a categorical head acting greedily (its most likely
+    action: the searcher's data is 10% random actions, which sampling would imitate), evaluated over
+    ``trials`` trials on the held-out tasks. ``method="ad"`` reads a history in its own order without
     returns (Algorithm Distillation); ``"at"`` sorts a history's episodes by return and conditions on the
     best (the chain of hindsight)."""
     ad = method == "ad"
@@ -128,7 +129,7 @@ def _grid(name: str, task: str, domain: str, episode_length: int, histories: int
                            key_chunk_size=episode_length * 4, ffn_chunk_size=episode_length * 4),
         optim=OptimConfig(learning_rate=1e-3, warmup_steps=100, total_steps=steps, clip_norm=1.0),
         train=TrainConfig(steps=steps, checkpoint_every=500),
-        eval=EvalConfig(num_envs=64, num_trials=trials, sample=True, random_floor=True),
+        eval=EvalConfig(num_envs=64, num_trials=trials, sample=False, random_floor=True),
     )
 
 

@@ -50,28 +50,31 @@ import numpy as np
 
 from experiments.cli import ConfigArg, DistributedArgs, PresetArg, parse
 from experiments.config import ExperimentConfig
+from experiments.methods import METHODS
 from experiments.presets import DEFAULT_PRESET
 from experiments.run import RunDir
 from experiments.sweep_report import compare, label, write_tables
 
-METHODS = ("at", "dt", "bc10", "oracle", "random")
-Method = Literal["at", "dt", "bc10", "oracle", "random"]
+Method = Literal["at", "ad", "dpt", "dt", "bc10", "oracle", "random"]
 
 
 def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[int], steps: int, episode_length: int,
                  *, window: int = 20, batch_steps: int | None = None, baseline_trials: int | None = None,
                  trials: int | None = None, methods=("at", "dt", "bc10")) -> dict[str, ExperimentConfig]:
-    """The config of every cell, keyed by cell name (``at_k4_seed0``, ``dt_seed0``, ..., ``random_seed0``)."""
+    """The config of every cell, keyed by cell name (``at_k4_seed0``, ``ad_k8_seed0``, ``dt_seed0``, ...,
+    ``random_seed0``); each method's changes are its row of ``experiments.methods.TABLE``."""
+    from experiments.methods import HIDDEN_ONLY, Cell, method_configs
+
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"methods {sorted(unknown)} are unknown; expected some of {list(METHODS)}")
     import envs
 
-    if {"oracle", "random"} & set(methods) and not envs.task_spec(base.data.task).hidden:
-        raise ValueError(f"methods oracle and random bound a hidden-task family; {base.data.task!r} is not one")
+    needs_hidden = sorted(set(HIDDEN_ONLY) & set(methods))
+    if needs_hidden and not envs.task_spec(base.data.task).hidden:
+        raise ValueError(f"methods {needs_hidden} need a hidden-task family; {base.data.task!r} is not one")
     baseline_trials = baseline_trials or trials or max(trajectories)
     base = dataclasses.replace(base, eval=dataclasses.replace(base.eval, random_floor=False))  # a cell of its own
-    ring = _ring_size(base)
 
     def batch(context_steps: int) -> int:
         if batch_steps is None:
@@ -80,41 +83,13 @@ def cell_configs(base: ExperimentConfig, trajectories: list[int], seeds: list[in
 
     cells = {}
     for seed in seeds:
-        common = dict(train=dataclasses.replace(base.train, steps=steps, seed=seed, eval_every=0,
-                                                checkpoint_every=max(steps // 4, 1)),
-                      optim=dataclasses.replace(base.optim, total_steps=steps))
-        if "at" in methods:
-            for k in trajectories:
-                max_steps = base.model.fitting_steps(k * episode_length, ring)
-                cells[f"at_k{k}_seed{seed}"] = dataclasses.replace(
-                    base, **common,
-                    sampler=dataclasses.replace(base.sampler, num_trajectories=k, max_steps=max_steps, window="end",
-                                                batch_size=batch(max_steps)),
-                    model=dataclasses.replace(base.model, max_trajectories=max(base.model.max_trajectories, k)),
-                    eval=dataclasses.replace(base.eval, num_trials=trials or k,
-                                             context_trials=k if trials and k < trials else None))
-        # A 20-step window needs no ring: the baselines attend on one device even where AT uses the ring.
-        short = dict(query_chunk_size=window, key_chunk_size=window, ffn_chunk_size=window,
-                     attention="blockwise" if base.model.attention == "ring" else base.model.attention)
-        dt_eval = dataclasses.replace(base.eval, num_trials=baseline_trials, context_steps=window,
-                                      reset_context_each_trial=True)
-        dt_sampler = dataclasses.replace(base.sampler, num_trajectories=1, max_steps=window, window="random",
-                                         batch_size=batch(window))
-        if "dt" in methods:
-            cells[f"dt_seed{seed}"] = dataclasses.replace(
-                base, **common, sampler=dt_sampler, model=dataclasses.replace(base.model, **short), eval=dt_eval)
-        if "bc10" in methods:
-            cells[f"bc10_seed{seed}"] = dataclasses.replace(
-                base, **common, sampler=dataclasses.replace(dt_sampler, filter_top_fraction=0.1),
-                model=dataclasses.replace(base.model, use_returns=False, use_rewards=False, **short), eval=dt_eval)
-        if "oracle" in methods:
-            cells[f"oracle_seed{seed}"] = dataclasses.replace(
-                base, **common, data=dataclasses.replace(base.data, observe_task=True), sampler=dt_sampler,
-                model=dataclasses.replace(base.model, **short), eval=dt_eval)
-        if "random" in methods:  # nothing trains: the seed only draws the actions
-            cells[f"random_seed{seed}"] = dataclasses.replace(
-                base, **common, eval=dataclasses.replace(base.eval, num_trials=baseline_trials,
-                                                         reset_context_each_trial=False))
+        seeded = dataclasses.replace(base, train=dataclasses.replace(base.train, steps=steps, seed=seed, eval_every=0,
+                                                                     checkpoint_every=max(steps // 4, 1)),
+                                     optim=dataclasses.replace(base.optim, total_steps=steps))
+        cell = Cell(seeded, episode_length, _ring_size(base), batch, trials, baseline_trials, window)
+        for method in methods:
+            for name, config in method_configs(method, cell, trajectories).items():
+                cells[f"{name}_seed{seed}"] = config
     return cells
 
 

@@ -20,8 +20,21 @@ from experiments.run import RunDir
 LABELS = {"dt": "DT", "bc10": "BC-10%", "oracle": "oracle (told the task)", "random": "random"}
 
 
+IN_CONTEXT_LABELS = {"at": "AT", "ad": "AD", "dpt": "DPT"}
+
+
 def label(method: str) -> str:
-    return LABELS.get(method, method.replace("at_k", "AT, k = "))
+    """``at_k4`` -> "AT, k = 4"; baselines by name."""
+    family, _, k = method.partition("_k")
+    if k and family in IN_CONTEXT_LABELS:
+        return f"{IN_CONTEXT_LABELS[family]}, k = {k}"
+    return LABELS.get(method, method)
+
+
+def in_context_family(method: str) -> str | None:
+    """"at", "ad" or "dpt" for an in-context cell (``ad_k8``); None for a baseline."""
+    family, _, k = method.partition("_k")
+    return family if k and family in IN_CONTEXT_LABELS else None
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -106,8 +119,8 @@ def _plot(root: RunDir, summary: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    at = [e for e in summary if e["method"].startswith("at_")]
-    baselines = [e for e in summary if not e["method"].startswith("at_")]
+    at = [e for e in summary if in_context_family(e["method"])]
+    baselines = [e for e in summary if not in_context_family(e["method"])]
 
     def save(fig, ax, xlabel: str, name: str) -> None:
         ax.set_xlabel(xlabel)
@@ -118,11 +131,13 @@ def _plot(root: RunDir, summary: list[dict]) -> None:
         plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    if at:
-        ks = [e["trajectories"] for e in at]
-        for key, text in (("last_trial", "AT, last trial"), ("best_of_n", "AT, best of n")):
-            ax.errorbar(ks, [e[f"{key}_mean_return"] for e in at], yerr=[e[f"{key}_std"] for e in at], marker="o",
-                        capsize=3, label=text)
+    for family in dict.fromkeys(in_context_family(e["method"]) for e in at):
+        group = [e for e in at if in_context_family(e["method"]) == family]
+        ks = [e["trajectories"] for e in group]
+        name = IN_CONTEXT_LABELS[family]
+        for key, text in (("last_trial", f"{name}, last trial"), ("best_of_n", f"{name}, best of n")):
+            ax.errorbar(ks, [e[f"{key}_mean_return"] for e in group], yerr=[e[f"{key}_std"] for e in group],
+                        marker="o", capsize=3, label=text)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [str(k) for k in ks])
     for e, color in zip(baselines, ("tab:red", "tab:gray", "tab:green", "tab:brown")):

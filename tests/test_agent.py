@@ -46,7 +46,8 @@ def test_step_inputs_golden():
     inputs = step_inputs(raw)
     np.testing.assert_array_equal(inputs["prev_actions"][0, :, 0], [0, 1, 0, 3, 4, 0])
     np.testing.assert_array_equal(inputs["prev_rewards"][0], [0, 10, 0, 30, 40, 0])
-    assert set(inputs) == set(STEP_KEYS)
+    assert set(inputs) == set(STEP_KEYS) | {"labels"}
+    np.testing.assert_array_equal(inputs["labels"], raw["actions"])  # without labels the loss predicts the actions
     # Token bookkeeping: interleaved (R, s, a, r) predicts from s; a decode call feeds a_prev, r_prev, R, s.
     cfg = preset("tiny", token_layout="interleaved")
     assert cfg.modalities == ("return", "state", "action", "reward") and cfg.action_token == 1

@@ -146,3 +146,28 @@ def test_categorical_model_overfits_a_tiny_batch():
         first = float(metrics["loss"]) if first is None else first
     assert first == pytest.approx(np.log(NUM_ACTIONS), abs=0.3)
     assert float(metrics["loss"]) <= 0.05, (first, float(metrics["loss"]))
+
+
+@pytest.mark.parametrize("name", ["dark_room_hidden", "dark_key_to_door_hidden"])
+def test_optimal_labels_are_the_oracle_and_reach_the_loss(name):
+    from experiments.collection.grid_sources import play_grid_histories
+
+    oracle = play_grid_histories(name, "oracle", [0, 1], 2, seed=0)
+    for episode in (e for history in oracle for e in history):
+        np.testing.assert_array_equal(episode.with_optimal_labels(name).labels, episode.actions)
+    noisy = [e.with_optimal_labels(name) for history in play_grid_histories(name, "random", [0, 1], 3, seed=0)
+             for e in history]
+    assert all((e.labels != e.actions).any() for e in noisy)
+    sampler = ContextSampler(noisy, SamplerConfig(num_trajectories=2, max_steps=40, batch_size=2, prefetch=1,
+                                                  group_by="history", order="history"))
+    raw = sampler.sample_batch(np.random.default_rng(0))
+    inputs = step_inputs(raw)
+    assert (inputs["labels"] != inputs["actions"])[raw["mask"]].any()
+    model = AgenticTransformer(preset("tiny", attention="reference", action_head="categorical"), action_dim=NUM_ACTIONS)
+    batch = {**inputs, "loss_mask": raw["loss_mask"]}
+    state = init_state(model, OptimConfig(), batch, 0)
+    _, by_labels = train_step(state, batch, model=model, optim=OptimConfig())
+    _, by_actions = train_step(state, {**batch, "labels": batch["actions"]}, model=model, optim=OptimConfig())
+    assert float(by_labels["loss"]) != float(by_actions["loss"])
+    with pytest.raises(ValueError, match="grid"):
+        noisy[0].with_optimal_labels("point_nav_hidden")

@@ -96,5 +96,5 @@ def test_tiny_sweep_writes_tables_and_resumes(tmp_path):
 
 
 def test_oracle_and_random_need_a_hidden_task():
-    with pytest.raises(ValueError, match="oracle and random bound a hidden-task family; 'cartpole_swingup'"):
+    with pytest.raises(ValueError, match=r"methods \['random'\] need a hidden-task family; 'cartpole_swingup'"):
         sweep.cell_configs(get_preset("tiny"), [2], [0], 10, 250, methods=("at", "random"))

@@ -64,6 +64,7 @@ def agent_batch(k: int, episode_length: int, obs_dim: int, act_dim: int, shardin
         "trajectory_index": np.repeat(np.arange(k, dtype=np.int32), episode_length)[None],
         "loss_mask": np.ones((1, steps), bool),
     }
+    batch["labels"] = batch["actions"]
     return batch if shardings is None else {key: jax.device_put(v, shardings[key]) for key, v in batch.items()}
 
 
