@@ -6,6 +6,7 @@ Parsing these imports no JAX: the optimiser is built from ``OptimConfig`` only w
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal, get_args
 
 TokenLayout = Literal["fused", "interleaved"]
@@ -19,6 +20,36 @@ RematPolicy = Literal["none", "nothing_saveable", "dots_saveable", "dots_with_no
 TOKEN_LAYOUTS = get_args(TokenLayout)
 ACTION_HEADS = get_args(ActionHead)
 ATTENTIONS = get_args(Attention)
+
+
+def check_counts(config, *names: str, optional: tuple[str, ...] = (), minimum: int = 1) -> None:
+    """ValueError naming the first of ``names`` (or of ``optional``, which may also be None) of the dataclass
+    ``config`` that is not an integer >= ``minimum``: a size of zero fails later as a ZeroDivisionError or an
+    empty array, or worse, not at all."""
+    for name in names + optional:
+        value = getattr(config, name)
+        if (value is None and name in optional) or (isinstance(value, int) and not isinstance(value, bool)
+                                                    and value >= minimum):
+            continue
+        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{type(config).__name__}.{name}={value!r} must be {wanted}"
+                         + (" or None" if name in optional else ""))
+
+
+def check_range(config, name: str, low: float, high: float = math.inf, *, open_low: bool = False,
+                open_high: bool = False, optional: bool = False) -> None:
+    """ValueError naming ``config.name`` unless it is a finite number in [low, high] (ends open on request;
+    None allowed when ``optional``): NaN compares false with everything, so it passes a one-sided check."""
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and math.isfinite(value) and (low < value if open_low else low <= value) and (
+            value < high if open_high else value <= high):
+        return
+    interval = f" in {'(' if open_low else '['}{low}, {high}{')' if open_high or high == math.inf else ']'}"
+    raise ValueError(f"{type(config).__name__}.{name}={value!r} must be a finite number"
+                     + ("" if low == -math.inf and high == math.inf else interval) + (" or None" if optional else ""))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +114,9 @@ class ModelConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
+        check_counts(self, "num_layers", "embed_dim", "num_heads", "num_kv_heads", "mlp_ratio", "max_timestep",
+                     "max_trajectories", "num_components", "query_chunk_size", "key_chunk_size", "ffn_chunk_size")
+        check_range(self, "return_scale", 0.0, open_low=True)
         for name, value, allowed in (("token_layout", self.token_layout, TOKEN_LAYOUTS),
                                      ("action_head", self.action_head, ACTION_HEADS),
                                      ("attention", self.attention, ATTENTIONS)):
@@ -155,6 +189,16 @@ class OptimConfig:
     b1: float = 0.9
     b2: float = 0.99
     final_lr_fraction: float = 0.1
+
+    def __post_init__(self):
+        check_range(self, "learning_rate", 0.0, open_low=True)
+        check_counts(self, "total_steps")
+        check_counts(self, "warmup_steps", minimum=0)
+        check_range(self, "weight_decay", 0.0)
+        check_range(self, "clip_norm", 0.0, open_low=True)  # a negative norm flips every update
+        for name in ("b1", "b2"):
+            check_range(self, name, 0.0, 1.0, open_high=True)
+        check_range(self, "final_lr_fraction", 0.0, 1.0)
 
     def schedule(self):
         import optax

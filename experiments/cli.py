@@ -26,6 +26,22 @@ ConfigArg = Annotated[ExperimentConfig, tyro.conf.arg(name="")]
 PresetArg = Annotated[PresetName, tyro.conf.arg(help=PRESET_HELP)]
 
 
+class JobError(RuntimeError):
+    """A job refused or stopped for a reason its message explains (a busy run directory, a non-finite loss)."""
+
+
+# What a job's main reports as one ``error: ...`` line and exit code 2: refusals that name what to change
+# (ValueError), files and disks (OSError: missing, read-only, full) and JobError. Anything else is a bug and
+# keeps its traceback.
+EXPECTED_ERRORS = (ValueError, OSError, JobError)
+
+
+def fail(error: BaseException) -> int:
+    """Prints ``error`` as one line on stderr; returns a refused job's exit code."""
+    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+    return 2
+
+
 @dataclasses.dataclass(frozen=True)
 class DistributedArgs:
     """Several processes (hosts) as one JAX runtime: the same command runs in every process.

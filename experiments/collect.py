@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import sys
 
+from experiments.cli import EXPECTED_ERRORS, fail
 from experiments.collection.collector import CollectConfig, collect, data_dir, load_episodes
 
 __all__ = ["CollectConfig", "collect", "data_dir", "load_episodes", "main"]
 
 
 def main(config: CollectConfig) -> int:
-    log = collect(config)
+    try:
+        log = collect(config)
+    except EXPECTED_ERRORS as error:
+        return fail(error)
     returns = [entry["return"] for entry in log["episodes"]]
     stop = " (stop return reached)" if log["stopped"] else ""
     print(f"{len(returns)} episodes in {data_dir(config)}{stop}; best return {max(returns):.1f}")

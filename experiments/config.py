@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
-from agent.config import ModelConfig, OptimConfig, preset as model_preset
+from agent.config import ModelConfig, OptimConfig, check_counts, check_range, preset as model_preset
 from datasets import SamplerConfig
 
 DEFAULT_DATA = str(Path(__file__).resolve().parent / "data" / "default")
@@ -68,6 +69,7 @@ class DataConfig:
     def __post_init__(self):
         if self.format not in ("exorl", "d4rl", "minari"):
             raise ValueError(f"DataConfig.format={self.format!r} is unknown; expected exorl, d4rl or minari")
+        check_counts(self, "action_repeat", "histories", "episodes_per_history", optional=("max_episodes",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +95,13 @@ class TrainConfig:
     mesh: str = "dp=-1"
 
     def __post_init__(self):
-        for name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.eval_every < 0:
-            raise ValueError(f"TrainConfig.eval_every must be 0 (only at the end) or positive, got {self.eval_every}")
+        check_counts(self, "steps", "checkpoint_every", "keep_checkpoints", "log_every")
+        check_counts(self, "eval_every", "seed", minimum=0)  # eval_every 0: only at the end
+        # The sizes are checked against the devices when the mesh is made; an axis named twice would silently
+        # keep its last size, so it is refused here, before any work.
+        axes = [entry.partition("=")[0].strip() for entry in self.mesh.split(",") if entry.strip()]
+        if repeated := sorted({axis for axis in axes if axes.count(axis) > 1}):
+            raise ValueError(f"TrainConfig.mesh={self.mesh!r} names the axes {repeated} more than once")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +138,11 @@ class EvalConfig:
     sample: bool = False
     sample_noise: bool = True
     random_floor: bool = False
+
+    def __post_init__(self):
+        check_counts(self, "num_envs", optional=("num_trials", "context_steps", "context_trials"))
+        check_range(self, "target_return", -math.inf, optional=True)
+        check_counts(self, "seed", minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,13 +191,18 @@ class ExperimentConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ExperimentConfig:
-        raw = json.loads(text)
-        sampler = dict(raw["sampler"])
-        if "seed" not in {f.name for f in dataclasses.fields(SamplerConfig)}:
-            sampler.pop("seed", None)  # configs saved before the batch stream's seed became train.seed alone
-        return cls(name=raw["name"], runs_dir=raw["runs_dir"], data=DataConfig(**raw["data"]),
-                   sampler=SamplerConfig(**sampler), model=ModelConfig(**raw["model"]),
-                   optim=OptimConfig(**raw["optim"]), train=TrainConfig(**raw["train"]), eval=EvalConfig(**raw["eval"]))
+        """The config ``to_json`` wrote; ValueError for text that is not one (damaged, or another program's)."""
+        try:
+            raw = json.loads(text)
+            sampler = dict(raw["sampler"])
+            if "seed" not in {f.name for f in dataclasses.fields(SamplerConfig)}:
+                sampler.pop("seed", None)  # configs saved before the batch stream's seed became train.seed alone
+            return cls(name=raw["name"], runs_dir=raw["runs_dir"], data=DataConfig(**raw["data"]),
+                       sampler=SamplerConfig(**sampler), model=ModelConfig(**raw["model"]),
+                       optim=OptimConfig(**raw["optim"]), train=TrainConfig(**raw["train"]),
+                       eval=EvalConfig(**raw["eval"]))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not a config written by ringrl ({type(error).__name__}: {error})") from None
 
     def replace(self, **sections) -> ExperimentConfig:
         """A copy with sections replaced: ``section=dict(field=value, ...)`` or ``section=value``."""

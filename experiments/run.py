@@ -30,10 +30,11 @@ import numpy as np
 
 from datasets import NormStats
 from datasets.atomic import atomic_path
+from experiments.cli import JobError
 from experiments.config import ExperimentConfig, differences
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(JobError):
     """Another process holds the run directory."""
 
 
@@ -151,9 +152,17 @@ class RunDir:
         """The saved config, with name and runs_dir pointing at this directory wherever it now lies."""
         if not (self.path / "config.json").is_file():
             raise FileNotFoundError(f"{self.path} is not a run directory (no config.json)")
-        config = ExperimentConfig.from_json((self.path / "config.json").read_text())
+        config = self.saved_config()
         path = self.path if self.path.name not in ("", "..") else self.path.resolve()  # "." or "..": its real name
         return dataclasses.replace(config, name=path.name, runs_dir=str(path.parent))
+
+    def saved_config(self) -> ExperimentConfig:
+        """config.json as saved; ValueError naming the file where it is damaged or not ringrl's."""
+        path = self.path / "config.json"
+        try:
+            return ExperimentConfig.from_json(path.read_text())
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}; move it aside, or choose another --name") from None
 
     def check_config(self, config: ExperimentConfig, force: bool = False) -> list[str]:
         """The fields (``section.field: old -> new``) where the run on disk was made with another config;
@@ -161,7 +170,7 @@ class RunDir:
         saved = self.path / "config.json"
         if not saved.is_file():
             return []
-        changed = differences(ExperimentConfig.from_json(saved.read_text()), config)
+        changed = differences(self.saved_config(), config)
         if changed and not force:
             raise ValueError(f"{self.path} was made with a different config ({', '.join(changed)}); choose another "
                              "--name, or pass --force to resume it with the new one where its checkpoints fit")

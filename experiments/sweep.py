@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,8 @@ from typing import Literal
 
 import numpy as np
 
-from experiments.cli import ConfigArg, DistributedArgs, PresetArg, parse
+from agent.config import check_counts
+from experiments.cli import EXPECTED_ERRORS, ConfigArg, DistributedArgs, PresetArg, fail, parse
 from experiments.config import ExperimentConfig
 from experiments.methods import METHODS
 from experiments.presets import DEFAULT_PRESET
@@ -233,6 +235,19 @@ class SweepCommand:
     compare_methods: tuple[str, ...] = ("at_k4",)
     distributed: DistributedArgs = DistributedArgs()
 
+    def __post_init__(self):
+        if not (self.compare or self.retarget):  # the lists that make the cells
+            for name in ("trajectories", "seeds", "methods"):
+                if not getattr(self, name):
+                    raise ValueError(f"--{name} is empty: a sweep needs at least one")
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.trajectories):
+            raise ValueError(f"--trajectories {list(self.trajectories)}: every one must be a positive integer")
+        if any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in self.seeds):
+            raise ValueError(f"--seeds {list(self.seeds)}: every one must be an integer >= 0")
+        check_counts(self, "steps", optional=("batch_steps", "baseline_trials", "trials"))
+        if any(not math.isfinite(target) for target in self.retarget):
+            raise ValueError(f"--retarget {list(self.retarget)}: every target return must be finite")
+
 
 def main(argv=None) -> int:
     try:
@@ -248,9 +263,8 @@ def main(argv=None) -> int:
         run_sweep(base, base.name, list(args.trajectories), list(args.seeds), args.steps,
                   batch_steps=args.batch_steps, baseline_trials=args.baseline_trials, trials=args.trials,
                   methods=tuple(args.methods))
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except EXPECTED_ERRORS as error:
+        return fail(error)
     root = Path(base.runs_dir) / base.name
     print((root / "sweep.md").read_text())
     print(f"wrote {root / 'sweep.md'}, {root / 'sweep.csv'}, {root / 'sweep.png'}, {root / 'trials.png'}")

@@ -22,13 +22,13 @@ import math
 import sys
 import time
 
-from experiments.cli import ConfigArg, DistributedArgs, PresetArg, parse
+from experiments.cli import EXPECTED_ERRORS, ConfigArg, DistributedArgs, JobError, PresetArg, fail, parse
 from experiments.config import ExperimentConfig
 from experiments.presets import DEFAULT_PRESET
-from experiments.run import DataSummary, RunDir, RunLockedError, is_writer
+from experiments.run import DataSummary, RunDir, is_writer
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(JobError):
     """The loss, the gradient norm or the state to be saved is not finite: training stops, and what is on
     disk is only what was finite."""
 
@@ -144,7 +144,7 @@ def finished_summary(config: ExperimentConfig) -> dict | None:
     summary = run.summary()
     if summary is None or summary.get("steps") != config.train.steps:
         return None
-    return summary if ExperimentConfig.from_json((run.path / "config.json").read_text()) == config else None
+    return summary if run.saved_config() == config else None
 
 
 def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: bool = True, until: int | None = None,
@@ -165,24 +165,40 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
     if (summary := finished_summary(config)) is not None and until is None:
         return {**summary, "already_finished": True}
     episodes = load_episodes(config.data) if episodes is None else episodes
+    setup = _setup(config, episodes)  # a setup refused here leaves no run directory behind
     run = RunDir(config.run_dir)
     with run.lock():
         changed = run.check_config(config, force)  # refused here without --force, before any work
-        return _train(config, run, episodes, changed=changed, force=force, evaluate_at_end=evaluate_at_end,
+        return _train(config, run, episodes, setup, changed=changed, force=force, evaluate_at_end=evaluate_at_end,
                       until=until, quiet=quiet)
 
 
-def _train(config, run: RunDir, episodes, *, changed: list[str], force: bool, evaluate_at_end: bool,
-           until: int | None, quiet: bool) -> dict:
-    from agent.train import batch_shardings, make_train_step
+def _setup(config: ExperimentConfig, episodes):
+    """(data, stats, model, mesh): every check of ``config`` against the data, the evaluation task and the
+    devices, made before the run directory is touched and anything compiles."""
+    import envs
     from datasets import NormStats
-    from experiments.evaluate import evaluate
-    from experiments.model import build_model, initial_state
-    from experiments.pipeline import BatchStream
+    from experiments.model import build_model
 
     data, stats = DataSummary.of(episodes), NormStats.compute(episodes)
-    run.check_data(data, force)
+    spec = envs.task_spec(config.data.task)
+    sizes = (spec.obs_dim + (spec.task_dim if config.data.observe_task else 0), spec.action_dim)
+    if sizes != (data.obs_dim, data.action_dim):  # else evaluation would fail, after the whole training run
+        raise ValueError(f"data.task={config.data.task!r} has observations of size {sizes[0]} and actions of size "
+                         f"{sizes[1]}, but the data's are {data.obs_dim} and {data.action_dim}")
     model, mesh = build_model(config, data, stats)
+    return data, stats, model, mesh
+
+
+def _train(config, run: RunDir, episodes, setup, *, changed: list[str], force: bool, evaluate_at_end: bool,
+           until: int | None, quiet: bool) -> dict:
+    from agent.train import batch_shardings, make_train_step
+    from experiments.evaluate import evaluate
+    from experiments.model import initial_state
+    from experiments.pipeline import BatchStream
+
+    data, stats, model, mesh = setup
+    run.check_data(data, force)
     step_fn, state = make_train_step(model, config.optim, initial_state(config, model, data), mesh)
     shardings = batch_shardings(mesh, model.batch_axes, model.sequence_axis)
     checkpoints = run.checkpoints(config)
@@ -199,6 +215,8 @@ def _train(config, run: RunDir, episodes, *, changed: list[str], force: bool, ev
     stop = total if until is None else min(until, total)
     schedule = Schedule(total, config.train.checkpoint_every, config.train.eval_every)
     log, stream = MetricLog(config, run, start, quiet), BatchStream(config, episodes, start)
+    if start:  # a resume that runs no step still reports the loss it stopped at
+        log.last.update(checkpoints.notes(start))
     try:
         for step in range(start, stop):
             state, metrics = step_fn(state, _global(next(stream), shardings))
@@ -212,7 +230,8 @@ def _train(config, run: RunDir, episodes, *, changed: list[str], force: bool, ev
                     result = evaluate(config, state.params, model, data, run, extra=run.provenance(step + 1))
                     log.evaluation(result, step + 1)
                     scores = {checkpoints.metric: result["last_trial_mean_return"]}
-                checkpoints.save(step + 1, state, scores)
+                checkpoints.save(step + 1, state, scores,
+                                 notes={name: log.last[name] for name in ("loss", "grad_norm")})
                 log.good_step = step + 1
         log.flush()
         if stop < total:
@@ -294,9 +313,8 @@ def main(argv=None) -> int:
         command = parse(TrainCommand, argv, description=__doc__.splitlines()[0])
         command.distributed.initialize()
         summary = train(command.config, force=command.force)
-    except (ValueError, FileNotFoundError, NonFiniteLoss, RunLockedError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except EXPECTED_ERRORS as error:
+        return fail(error)
     if summary.get("already_finished"):
         print(f"{summary['run_dir']} has finished training; its saved summary (pass another --name to train anew):")
     print(summary_table(summary))

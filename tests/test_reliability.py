@@ -199,3 +199,73 @@ def test_reports_record_their_run_and_never_replace_another_run_s(stopped, tmp_p
     with pytest.raises(ValueError, match="holds the evaluation of another run"):
         evaluate_run(other.run_dir, num_trials=1, out_dir=out)
     assert json.loads((out / "eval.json").read_text()) == saved
+
+
+# 6. Bad values: refused where they are defined, before any work, in one line.
+
+@pytest.mark.parametrize("flag, value, field", [
+    ("--eval.num-trials", "0", "EvalConfig.num_trials"), ("--eval.num-envs", "0", "EvalConfig.num_envs"),
+    ("--eval.target-return", "inf", "EvalConfig.target_return"),
+    ("--eval.context-steps", "0", "EvalConfig.context_steps"),
+    ("--eval.context-trials", "0", "EvalConfig.context_trials"),
+    ("--model.num-layers", "0", "ModelConfig.num_layers"), ("--model.num-heads", "0", "ModelConfig.num_heads"),
+    ("--model.return-scale", "0", "ModelConfig.return_scale"),
+    ("--optim.learning-rate", "nan", "OptimConfig.learning_rate"),
+    ("--optim.learning-rate", "-0.5", "OptimConfig.learning_rate"),
+    ("--optim.clip-norm", "-1", "OptimConfig.clip_norm"), ("--optim.total-steps", "0", "OptimConfig.total_steps"),
+    ("--train.mesh", "dp=2,dp=4", "TrainConfig.mesh"), ("--data.histories", "0", "DataConfig.histories"),
+])
+def test_a_bad_value_is_refused_by_the_command_line_naming_its_field(flag, value, field, tmp_path, capsys):
+    # tyro renders a value that a config refuses as it renders any bad flag: its error box and exit code 2.
+    assert _exit_code(train_job.main, ["--preset", "tiny", "--runs-dir", str(tmp_path / "runs"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{field}=" in " ".join(err.split()) and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def _exit_code(main, argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return exit.code
+
+
+@pytest.mark.parametrize("argv, field", [(["--batch-steps", "0"], "batch_steps"), (["--trials", "0"], "trials"),
+                                         (["--steps", "0"], "steps"), (["--trajectories", "0"], "trajectories")])
+def test_a_bad_sweep_value_is_one_error_line(argv, field, tmp_path, capsys):
+    from experiments import sweep
+
+    assert _exit_code(sweep.main, ["--preset", "tiny", "--runs-dir", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("text", ["{", '{"name": "x"}', "[1, 2]"])
+def test_a_damaged_or_foreign_config_json_is_one_error_line(stopped, tmp_path, capsys, text):
+    from experiments import evaluate as evaluate_job
+
+    config = _copy(stopped, tmp_path)
+    (config.run_dir / "config.json").write_text(text)
+    with pytest.raises(ValueError, match="config.json: not a config written by ringrl"):
+        RunDir(config.run_dir).config()
+    assert evaluate_job.main(["--run", str(config.run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "config.json" in err and err.count("\n") == 1
+
+
+def test_a_rejected_setup_does_not_claim_the_run_directory(data_root, tmp_path):
+    config = _config(data_root, tmp_path)
+    with pytest.raises(ValueError, match="mesh spec 'dp=3'"):
+        train_job.train(config.replace(train={"mesh": "dp=3"}), quiet=True)
+    with pytest.raises(ValueError, match="data.task='walker_walk' has observations of size 24"):
+        train_job.train(config.replace(data={"task": "walker_walk"}), quiet=True)
+    assert not config.run_dir.exists()  # the corrected command needs no --force
+
+
+def test_a_resume_that_runs_no_step_reports_the_saved_loss(stopped, tmp_path):
+    config = _copy(stopped, tmp_path)
+    done = config.replace(train={"steps": 8})  # the latest checkpoint is the last step: nothing to run
+    summary = train_job.train(done, force=True, evaluate_at_end=False, quiet=True)
+    assert summary["steps"] == 8 and np.isfinite(summary["final_loss"])
+    assert summary["final_loss"] == Checkpoints(config.run_dir / "checkpoints", 3).notes(8)["loss"]
