@@ -12,7 +12,8 @@ from envs.batch import BatchEnv, BatchStep, TaskInObservation
 from envs.dm_env_to_gymnasium import to_gymnasium
 from envs.gymnasium_to_dm_env import GymnasiumToDmEnv
 from envs.make import TaskEnv, make, make_batch
-from envs.registry import SUCCESS_REWARD, TaskSpec, best_return, canonical_name, list_tasks, task_set, task_spec
+from envs.registry import (SUCCESS_REWARD, TaskSpec, best_return, canonical_name, list_tasks, successes, task_set,
+                           task_spec)
 from envs.relabel import Relabeler, physics_state, relabel_rewards
 from envs.video import FrameRenderer, RenderingUnavailableError, record_episodes, write_video
 
@@ -35,6 +36,7 @@ __all__ = [
     "physics_state",
     "record_episodes",
     "relabel_rewards",
+    "successes",
     "task_set",
     "task_spec",
     "to_gymnasium",

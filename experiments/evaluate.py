@@ -122,7 +122,8 @@ def rollout(config: ExperimentConfig, actor: Actor, data: DataSummary, *, record
     """Rolls a policy out in ``config.eval.num_envs`` environments for ``config.num_trials`` trials.
 
     Hidden-task families give every environment its own hidden task (drawn from its seed) and report the
-    success rate of every trial (a step reward of at least ``envs.SUCCESS_REWARD``) beside the returns;
+    success rate of every trial (``envs.successes``: a step reward of at least ``envs.SUCCESS_REWARD``, or
+    Key-to-Door's door opened) beside the returns;
     with ``data.observe_task`` (the oracle) the environments append their task to the observations.
 
     Args:
@@ -151,6 +152,7 @@ def rollout(config: ExperimentConfig, actor: Actor, data: DataSummary, *, record
         returns = run_trials(actor.make(ev.num_envs, batch_env.episode_length, trials), batch_env, trials,
                              observer=outcomes)
     hidden = envs.task_spec(config.data.task).hidden
+    succeeded = envs.successes(config.data.task, outcomes.best, returns) if hidden else None
     best = envs.best_return(config.data.task, batch_env.task_parameters) if hidden else None
     return {
         # The oracle's return on these environments' tasks, exact where the family defines it (the grids).
@@ -167,11 +169,11 @@ def rollout(config: ExperimentConfig, actor: Actor, data: DataSummary, *, record
         "normalized": _normalized(config.data.task, returns),
         "dataset_median_return": data.median_return,
         "dataset_max_return": data.max_return,
-        "per_trial_success_rate": (outcomes.best >= envs.SUCCESS_REWARD).mean(axis=1).tolist() if hidden else None,
+        "per_trial_success_rate": succeeded.mean(axis=1).tolist() if hidden else None,
         # Each environment's hidden task and success per trial, for the breakdown by task
         # (experiments.analysis.per_task).
         "tasks": np.asarray(batch_env.task_parameters).tolist() if hidden else None,
-        "successes": (outcomes.best >= envs.SUCCESS_REWARD).tolist() if hidden else None,
+        "successes": succeeded.tolist() if hidden else None,
     }
 
 

@@ -156,6 +156,21 @@ def _build() -> dict[str, Preset]:
     base["key_to_door"] = Preset(_grid("key_to_door", "dark_key_to_door_hidden_heldout", "dark_key_to_door", 50, 1000,
                                        trials=8),
                                  f"{train} key_to_door   (Dark Key-to-Door, 50 held-out pairs; searcher, AD)")
+    # ADε's recipe: the optimal policy with random actions at a rate annealed from 1 to 0.4 over 90% of each
+    # history; at 0.4 the best policy in the data earns about half the oracle's return (8.4 of 16.5).
+    base["dark_room_ad_eps"] = Preset(_grid("dark_room_ad_eps", "dark_room_hidden_heldout", "dark_room", 20, 650,
+                                            trials=12, make="ad_eps", eps_min=0.4),
+                                      f"{train} dark_room_ad_eps   (Dark Room on ADε's noise-annealed histories, AD)")
+    # A context that needs the ring: AD over whole Q-learning histories of 256 Dark Room episodes (5,120
+    # tokens, one per step), sharded over every device; 16 pieces of 320 tokens in the zigzag layout.
+    long = _grid("dark_room_long", "dark_room_hidden_heldout", "dark_room", 20, 128, trials=256, make="q_learning",
+                 steps=600)
+    base["dark_room_long"] = Preset(
+        long.replace(sampler={"batch_size": 2},
+                     model={"attention": "ring", "query_chunk_size": 320, "key_chunk_size": 320,
+                            "ffn_chunk_size": 320, "max_trajectories": 256},
+                     train={"mesh": "sp=-1", "checkpoint_every": 200}, eval={"num_envs": 16}),
+        f"{train} dark_room_long   (AD over 256-episode Q-learning histories: 5,120 tokens on the ring)")
     # The maze from task-agnostic exploration relabelled for each of its four targets (ExoRL's recipe):
     # chains of one target's copies, sorted by return, as the searcher preset's otherwise.
     maze = base["maze_hidden"].config

@@ -63,6 +63,9 @@ def test_oracle_returns_are_exact_and_random_is_the_published_floor():
     k2d = envs.make_batch("dark_key_to_door_hidden_heldout", 50, seed=0, tasks=pairs)
     returns = _rollout(k2d, lambda cells, key: grid.optimal_actions("dark_key_to_door", pairs, cells, key))
     np.testing.assert_array_equal(returns, 2.0)
+    # Key-to-Door succeeds when the door opens: the key alone (a rewarded step) is not success.
+    np.testing.assert_array_equal(envs.successes("dark_key_to_door_hidden", [1.0, 1.0], [1.0, 2.0]), [False, True])
+    np.testing.assert_array_equal(envs.successes("dark_room_hidden", [1.0, 0.0], [3.0, 0.0]), [True, False])
 
 
 @pytest.mark.parametrize("name", ["dark_room_hidden", "dark_key_to_door_hidden"])

@@ -232,15 +232,16 @@ def episode_index_curve(trajectories, episodes_per_history: int) -> dict[str, np
     return {"mean_return": returns.mean(axis=0), "success": success.mean(axis=0), "histories": returns.shape[0]}
 
 
-def _measure(histories: int, per_history: int, task: str, seed: int, out: Path) -> None:
+def _measure(histories: int, per_history: int, task: str, seed: int, out: Path, eps_min: float = 0.0) -> None:
     import time
 
     print(f"{task}: {histories} histories x {per_history} episodes, seed {seed}; per episode index within a "
           "history: mean return / success rate")
-    for source in ("random", "searcher", "ad_eps", "oracle"):
+    grid = envs.task_spec(task).discrete
+    for source in ("random", "searcher", "ad_eps", "oracle") + (("q_learning",) if grid else ()):
         start, cpu = time.perf_counter(), time.process_time()
         buffer = write_dataset(out, task=task, source=source, num_histories=histories,
-                               episodes_per_history=per_history, seed=seed)
+                               episodes_per_history=per_history, seed=seed, eps_min=eps_min)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         curve = episode_index_curve(datasets.read_episodes(buffer.parent), per_history)
         cells = "  ".join(f"{r:5.2f}/{s:.2f}" for r, s in zip(curve["mean_return"], curve["success"]))
@@ -255,10 +256,11 @@ if __name__ == "__main__":
     parser.add_argument("--episodes-per-history", type=int, default=12)
     parser.add_argument("--task", default="point_nav_hidden")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eps-min", type=float, default=0.0, help="the grids' ADε floor")
     parser.add_argument("--out", type=Path, default=None, help="keep the datasets here (default: a temp dir)")
     args = parser.parse_args()
     if args.out is None:
         with tempfile.TemporaryDirectory() as temporary:
-            _measure(args.histories, args.episodes_per_history, args.task, args.seed, Path(temporary))
+            _measure(args.histories, args.episodes_per_history, args.task, args.seed, Path(temporary), args.eps_min)
     else:
-        _measure(args.histories, args.episodes_per_history, args.task, args.seed, args.out)
+        _measure(args.histories, args.episodes_per_history, args.task, args.seed, args.out, args.eps_min)
