@@ -1,6 +1,6 @@
 """Evaluate a trained run: n trials x m environments of in-context rollouts, with reports.
 
-    python -m experiments.evaluate --run runs/nav_hidden [--num-envs 8] [--num-trials 4] [--video]
+    python -m experiments.evaluate --run runs/dark_room [--num-envs 8] [--num-trials 4] [--video] [--sample False]
 
 Writes ``<run>/eval.json`` (per-trial mean and std return, last-trial mean, best-of-n mean, normalised
 scores where defined, the dataset's median and best return), ``eval.md`` (a table) and ``eval.png``
@@ -354,7 +354,7 @@ class EvaluateCommand:
     """Evaluate a trained run's latest checkpoint over several in-context trials.
 
     Attributes:
-      run: a run directory, e.g. runs/nav_hidden.
+      run: a run directory, e.g. runs/dark_room.
       num_envs: environments run together (default: the run's own).
       num_trials: consecutive trials per environment (default: the run's own).
       video: record the first environment's first trial, as evaluated.

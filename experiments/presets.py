@@ -28,7 +28,7 @@ def _tiny(config: ExperimentConfig) -> ExperimentConfig:
         config = config.replace(data={"root": f"{config.data.root}_tiny", "histories": 4, "episodes_per_history": 4})
     return config.replace(name=f"{config.name}_tiny",
                           sampler={"num_trajectories": 2, "max_steps": 512 if config.data.task.startswith("cartpole")
-                                   else 64, "batch_size": 2, "prefetch": 1, "num_trajectories": 2},
+                                   else 64, "batch_size": 2, "prefetch": 1},
                           # Ring attention over however many devices there are (one on a laptop, 8 in the tests).
                           model=model_preset("tiny", max_timestep=config.model.max_timestep, max_trajectories=16,
                                              attention="ring", action_head=config.model.action_head,
@@ -140,8 +140,8 @@ def _build() -> dict[str, Preset]:
                                f"{train} cartpole_sac   (the built-in cartpole_swingup SAC learning history)"),
         "walker_mix": Preset(_walker_mix(), f"{train} walker_mix   (after collecting it: experiments/data/README.md)"),
         "nav_hidden": Preset(_hidden("nav_hidden", "point_nav_hidden_heldout", "point_nav", 20, 600, trials=12),
-                             f"{train} nav_hidden   (the main job: hidden goals, evaluated on held-out "
-                             "ones; makes its data)"),
+                             f"{train} nav_hidden   (2-D point, hidden goals on a semicircle, evaluated on "
+                             "held-out ones; makes its data)"),
         # The maze's 1,000 simulator steps held 10 at a time: 100-step episodes, 8 trials (4 targets to
         # search, then exploit) in 800 tokens (4 chunks of 200), 8 contexts a batch (1.7x the tokens of
         # nav_hidden's 16 x 240); returns reach about 840 (rewards summed over the repeat); dm_control steps
@@ -152,7 +152,8 @@ def _build() -> dict[str, Preset]:
                               f"{train} maze_hidden   (one of the maze's four targets hidden; makes its data)"),
     }
     base["dark_room"] = Preset(_grid("dark_room", "dark_room_hidden_heldout", "dark_room", 20, 650, trials=12),
-                               f"{train} dark_room   (Dark Room, 16 held-out goals; searcher histories, AD)")
+                               f"{train} dark_room   (the main job: Dark Room, AD on searcher histories, "
+                               "evaluated on the 16 held-out goals; makes its data)")
     base["key_to_door"] = Preset(_grid("key_to_door", "dark_key_to_door_hidden_heldout", "dark_key_to_door", 50, 1000,
                                        trials=8),
                                  f"{train} key_to_door   (Dark Key-to-Door, 50 held-out pairs; searcher, AD)")
@@ -196,7 +197,7 @@ def _build() -> dict[str, Preset]:
 
 
 PRESETS: dict[str, Preset] = _build()
-DEFAULT_PRESET = "nav_hidden"
+DEFAULT_PRESET = "dark_room"
 
 
 def get_preset(name: str) -> ExperimentConfig:

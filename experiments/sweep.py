@@ -1,6 +1,6 @@
 """The context-length sweep: trajectories in context x seeds, with BC-10% and DT baselines from the same code.
 
-    python -m experiments.sweep                                  # nav_hidden, k = 1 2 4, one seed
+    python -m experiments.sweep                                  # dark_room, k = 1 2 4, one seed
     python -m experiments.sweep --preset cartpole_sac --trajectories 1 2 4 8 16 --seeds 0 1 2 --steps 800 \\
         --batch-steps 4096 --name cartpole
     python -m experiments.sweep --preset cartpole_sac --methods at --trajectories 4 --sampler.loss-on last \\

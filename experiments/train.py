@@ -1,6 +1,6 @@
 """Train the Agentic Transformer: data -> sampler -> sharded train step, with logs, checkpoints and resume.
 
-    python -m experiments.train                        # the main job, nav_hidden (makes its data; <10 min)
+    python -m experiments.train                        # the main job, dark_room (makes its data; <10 min)
     python -m experiments.train --preset tiny          # seconds
     python -m experiments.train --preset walker_walk --data.root ~/exorl --train.mesh dp=2,sp=4
     python -m experiments.train --help                 # every preset and field, with choices

@@ -146,3 +146,23 @@ def test_task_is_hidden_fixed_across_resets_and_redrawn_by_reseed():
         np.testing.assert_array_equal(env.task_parameter, task)
     seen = {tuple(envs.make("dark_room_hidden_heldout", seed=s).task_parameter) for s in range(40)}
     assert len(seen) > 8
+
+
+def test_collect_writes_grid_histories_and_refuses_continuous_learners(tmp_path):
+    import datasets
+    from experiments import collect
+
+    for policy in ("q_learning", "ad_eps"):
+        config = collect.CollectConfig(out=tmp_path, task="dark_key_to_door_hidden", policy=policy, episodes=24,
+                                       episodes_per_history=12, eps_min=0.3, progress=False)
+        assert collect.main(config) == 0
+        episodes = collect.load_episodes(config)
+        assert len(episodes) == 24 and all(e.discrete and e.task.shape == (4,) for e in episodes)
+        assert {e.history for e in episodes} == {0, 1} and len(episodes[0]) == 50
+    sac = collect.CollectConfig(out=tmp_path, task="dark_room_hidden", policy="sac", episodes=12, progress=False)
+    assert collect.main(sac) == 2
+    with pytest.raises(ValueError, match="q_learning"):
+        from experiments.collection.histories import write_dataset
+
+        write_dataset(tmp_path / "nav", task="point_nav_hidden", source="q_learning", num_histories=1)
+    assert datasets.read_episodes(tmp_path / "dark_key_to_door" / "q_learning").__len__() == 24

@@ -69,12 +69,14 @@ class CollectConfig:
         episodes_per_history: hidden-task families: episodes per history, one hidden task each (episodes
             must be a multiple of it).
         noise_max: searcher: the largest per-history action-noise standard deviation.
-        eps_max: ad_eps: the random-action rate of a history's first episode.
+        eps_max: ad_eps: the random-action rate of a history's first episode (the continuous families).
+        eps_min: ad_eps on the grids: the random-action rate ADε's annealing ends at (from 1, over 90% of each
+            history); "q_learning" (grids only) writes tabular Q-learning histories.
     """
 
     out: Path
     task: str = "cartpole_swingup"
-    policy: Literal["random", "sac", "searcher", "ad_eps", "oracle", "explorer"] = "random"
+    policy: Literal["random", "sac", "searcher", "ad_eps", "oracle", "explorer", "q_learning"] = "random"
     episodes: int = 10
     seed: int = 0
     action_repeat: int = 1
@@ -88,6 +90,7 @@ class CollectConfig:
     episodes_per_history: int = 12
     noise_max: float = 0.15
     eps_max: float = 1.0
+    eps_min: float = 0.0
 
     def __post_init__(self):
         spec = envs.task_spec(self.task)  # ValueError naming `name` for unknown tasks
@@ -97,7 +100,7 @@ class CollectConfig:
                                  f"{self.episodes_per_history}")
         elif self.policy not in ("random", "sac"):
             raise ValueError(f"policy: {self.policy!r} is for hidden-task families; {spec.name} takes random or sac")
-        if self.policy not in ("random", "sac", "searcher", "ad_eps", "oracle", "explorer"):
+        if self.policy not in ("random", "sac", "searcher", "ad_eps", "oracle", "explorer", "q_learning"):
             raise ValueError(f"policy: expected 'random' or 'sac', got {self.policy!r}")
         for name in ("episodes", "action_repeat", "episodes_per_file"):
             if getattr(self, name) < 1:
@@ -128,7 +131,7 @@ class CollectConfig:
         if self.policy != "sac":
             fields.pop("sac")
         if not envs.task_spec(self.task).hidden:  # the histories' settings; earlier runs match without them
-            for name in ("episodes_per_history", "noise_max", "eps_max"):
+            for name in ("episodes_per_history", "noise_max", "eps_max", "eps_min"):
                 fields.pop(name)
         if self.explore_fraction == 0:  # no mix: the runs written before these settings existed match
             fields.pop("explore_fraction")
@@ -300,7 +303,7 @@ def _collect_histories(config: CollectConfig) -> dict:
     write_dataset(config.out, task=config.task, source=config.policy, algo=config.algo_name, seed=config.seed,
                   num_histories=config.episodes // config.episodes_per_history,
                   episodes_per_history=config.episodes_per_history, noise_max=config.noise_max,
-                  eps_max=config.eps_max, sac=config.sac, action_repeat=config.action_repeat)
+                  eps_max=config.eps_max, sac=config.sac, action_repeat=config.action_repeat, eps_min=config.eps_min)
     episodes = load_episodes(config)
     return {"episodes": [{"return": e.total_return, "length": len(e), "task": e.task.tolist(), "history": e.history}
                          for e in episodes], "stopped": False}

@@ -149,6 +149,11 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
     if action_repeat < 1 or (action_repeat != 1 and spec.kind == "numpy"):
         raise ValueError(f"action_repeat: {action_repeat} is not available for {spec.name!r} (point_nav: 1 only; "
                          "dm_control families: a positive integer)")
+    grid_sources = ("searcher", "ad_eps", "oracle", "random", "q_learning")
+    if (source in grid_sources) != spec.discrete and source in ("q_learning", "sac", "explorer"):
+        raise ValueError(f"source: {source!r} is not available for {spec.name!r} (the grids take "
+                         f"{', '.join(grid_sources)}; the continuous families searcher, ad_eps, oracle, random, sac "
+                         "and the maze's explorer)")
     algo = algo or source
     directory = Path(root) / spec.domain / algo
     buffer = directory / "buffer"
