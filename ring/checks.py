@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 
 def check_attention_inputs(q, k, v, segment_ids) -> None:
     """Raises ValueError unless q, k, v and segment_ids have consistent attention shapes."""
@@ -52,3 +54,13 @@ def _is_integer(dtype) -> bool:
     import numpy as np
 
     return np.issubdtype(np.dtype(dtype), np.integer)
+
+
+def check_window(window, causal: bool) -> None:
+    """Raises ValueError unless ``window`` is None or a positive int on a causal mask."""
+    if window is None:
+        return
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
+        raise ValueError(f"window={window!r} must be a positive number of tokens or None")
+    if not causal:
+        raise ValueError(f"window={window} needs causal=True (a sliding window looks back only)")

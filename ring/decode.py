@@ -22,13 +22,15 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+from ring.checks import check_window
+
 
 def write_cache(cache, new, start):
     """Writes ``new`` [b, t, h, d] into ``cache`` [b, L, h, d] at row-wise offsets ``start`` int32 [b]."""
     return jax.vmap(lambda c, x, s: lax.dynamic_update_slice_in_dim(c, x, s, 0))(cache, new.astype(cache.dtype), start)
 
 
-def _partial_attention(q, k_cache, v_cache, q_positions, slot_offset):
+def _partial_attention(q, k_cache, v_cache, q_positions, slot_offset, window=None):
     """Unnormalised softmax pieces of q over one cache shard.
 
     Returns:
@@ -42,6 +44,8 @@ def _partial_attention(q, k_cache, v_cache, q_positions, slot_offset):
     scores = jnp.einsum("bthgd,blhd->bhgtl", qg, k_cache.astype(jnp.float32), precision=lax.Precision.HIGHEST)
     slots = slot_offset + jnp.arange(length)
     visible = slots[None, None, :] <= q_positions[:, :, None]  # [b, t, L]
+    if window is not None:  # sliding window: slots j > p - window
+        visible &= slots[None, None, :] > q_positions[:, :, None] - window
     scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
     m = jnp.max(scores, axis=-1)
     m_safe = jnp.where(jnp.isneginf(m), 0.0, m)
@@ -54,7 +58,8 @@ def _partial_attention(q, k_cache, v_cache, q_positions, slot_offset):
     return out.reshape(batch, t_new, q_heads, head_dim), jnp.moveaxis(lse, -1, 1).reshape(batch, t_new, q_heads)
 
 
-def cached_attention(q, k_cache, v_cache, q_positions, *, mesh=None, axis_name: str = "sp", batch_axis=None):
+def cached_attention(q, k_cache, v_cache, q_positions, *, mesh=None, axis_name: str = "sp", batch_axis=None,
+                     window: int | None = None):
     """New queries attending over a KV cache (causal by position).
 
     Args:
@@ -63,6 +68,8 @@ def cached_attention(q, k_cache, v_cache, q_positions, *, mesh=None, axis_name: 
       q_positions: int32 [batch, t_new], each new token's slot index.
       mesh: when given, the cache is sharded along max_len over ``axis_name`` (and the batch over
         ``batch_axis``); partial results are merged exactly by log-sum-exp.
+      window: sliding window: a query at slot p attends to slots j with p - window < j <= p (the cache
+        keeps every slot; the older ones are masked).
 
     Returns:
       [batch, t_new, q_heads, head_dim] in q's dtype.
@@ -71,8 +78,9 @@ def cached_attention(q, k_cache, v_cache, q_positions, *, mesh=None, axis_name: 
         raise ValueError(f"q_heads={q.shape[2]} must be a multiple of kv_heads={k_cache.shape[2]}")
     if q_positions.shape != q.shape[:2]:
         raise ValueError(f"q_positions must have shape {q.shape[:2]}, got {q_positions.shape}")
+    check_window(window, causal=True)
     if mesh is None:
-        return _partial_attention(q, k_cache, v_cache, q_positions, 0)[0].astype(q.dtype)
+        return _partial_attention(q, k_cache, v_cache, q_positions, 0, window)[0].astype(q.dtype)
     n = mesh.shape[axis_name]
     if k_cache.shape[1] % n:
         raise ValueError(f"cache length {k_cache.shape[1]} must be divisible by the {n} devices of {axis_name!r}")
@@ -81,7 +89,7 @@ def cached_attention(q, k_cache, v_cache, q_positions, *, mesh=None, axis_name: 
 
     def local(q, k_cache, v_cache, q_positions):
         offset = lax.axis_index(axis_name) * shard_len
-        out, lse = _partial_attention(q, k_cache, v_cache, q_positions, offset)
+        out, lse = _partial_attention(q, k_cache, v_cache, q_positions, offset, window)
         m = lax.pmax(lse, axis_name)
         m = jnp.where(jnp.isneginf(m), 0.0, m)
         weight = jnp.exp(lse - m)  # 0 for shards that see no slot

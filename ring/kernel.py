@@ -64,20 +64,39 @@ def finalize(state: SoftmaxState, dtype):
     return out.astype(dtype), lse
 
 
-def _mask(q_pos, k_pos, q_seg, k_seg, causal: bool):
+def _mask(q_pos, k_pos, q_seg, k_seg, causal: bool, window: int | None = None):
     """Boolean [batch or 1, q_len, k_len]: which (query, key) pairs may attend."""
     mask = jnp.ones((1, q_pos.shape[0], k_pos.shape[0]), bool)
     if causal:
         mask &= (q_pos[:, None] >= k_pos[None, :])[None]
+    if window is not None:  # sliding window (causal): i - window < j
+        mask &= (q_pos[:, None] - k_pos[None, :] < window)[None]
     if q_seg is not None:
         mask &= q_seg[:, :, None] == k_seg[:, None, :]
     return mask
 
 
-def chunk_case(q_pos, k_pos, q_seg, k_seg, causal: bool):
+def position_case(q_pos, k_pos, causal: bool, window: int | None = None):
+    """SKIP, MASKED or FULL for a pair of position sets, from their ranges alone (four scalar reductions).
+
+    Exact for contiguous runs of positions, conservative otherwise: SKIP and FULL are only returned when
+    they hold for every pair, so whatever lies between is computed with the exact mask. ``window`` (with
+    ``causal``) keeps keys j of a query i with i - window < j <= i.
+    """
+    if not causal:
+        return jnp.int32(FULL)
+    q_lo, q_hi, k_lo, k_hi = jnp.min(q_pos), jnp.max(q_pos), jnp.min(k_pos), jnp.max(k_pos)
+    any_valid, all_valid = q_hi >= k_lo, q_lo >= k_hi
+    if window is not None:
+        any_valid &= q_lo - k_hi < window
+        all_valid &= q_hi - k_lo < window
+    return jnp.where(all_valid, FULL, jnp.where(any_valid, MASKED, SKIP)).astype(jnp.int32)
+
+
+def chunk_case(q_pos, k_pos, q_seg, k_seg, causal: bool, window: int | None = None):
     """How a chunk pair is computed: SKIP (mask empty), MASKED, or FULL (no masking needed).
 
-    Without segment ids the case follows from positions alone (two scalar comparisons) and the causal
+    Without segment ids the case follows from positions alone (:func:`position_case`) and the causal
     mask is built only inside the MASKED branch; with them the mask is built here, once.
 
     Returns:
@@ -85,23 +104,16 @@ def chunk_case(q_pos, k_pos, q_seg, k_seg, causal: bool):
     """
     if q_seg is None:
         mask = None
-        if not causal:
-            case = jnp.int32(FULL)
-        else:
-            any_valid = jnp.max(q_pos) >= jnp.min(k_pos)
-            all_valid = jnp.min(q_pos) >= jnp.max(k_pos)
-            case = jnp.where(all_valid, FULL, jnp.where(any_valid, MASKED, SKIP)).astype(jnp.int32)
+        case = position_case(q_pos, k_pos, causal, window)
     else:
-        mask = _mask(q_pos, k_pos, q_seg, k_seg, causal)
+        mask = _mask(q_pos, k_pos, q_seg, k_seg, causal, window)
         case = jnp.where(jnp.all(mask), FULL, jnp.where(jnp.any(mask), MASKED, SKIP)).astype(jnp.int32)
-    return case, lambda: _mask(q_pos, k_pos, None, None, causal) if mask is None else mask
+    return case, lambda: _mask(q_pos, k_pos, None, None, causal, window) if mask is None else mask
 
 
-def block_may_attend(q_pos, k_pos, causal: bool):
-    """False when a causal mask empties the whole block pair, judged from positions alone."""
-    if not causal:
-        return jnp.bool_(True)
-    return jnp.max(q_pos) >= jnp.min(k_pos)
+def block_may_attend(q_pos, k_pos, causal: bool, window: int | None = None):
+    """False when a causal (or sliding-window) mask empties the whole block pair, judged from positions."""
+    return position_case(q_pos, k_pos, causal, window) != SKIP
 
 
 def _switch(case, branch, operand):
@@ -145,7 +157,7 @@ def _kv_chunk(x, start, size):
 
 
 def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk, k_chunk, scale,
-                  float32_logits=True):
+                  float32_logits=True, window=None):
     """Folds one K/V block into the online-softmax state of the query block.
 
     Args:
@@ -156,6 +168,7 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
       q_seg, k_seg: segment ids [b, q_len], [b, k_len], or both None.
       causal: mask keys after the query.
       q_chunk, k_chunk: chunk sizes dividing q_len and k_len.
+      window: with ``causal``, a sliding window: query i attends to keys j with i - window < j <= i.
       scale: score scale, 1/sqrt(head_dim), applied to each query chunk (no scaled copy of q is kept).
       float32_logits: compute scores from float32 copies of q and k.
 
@@ -179,7 +192,7 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
         def key_chunk(ki, cs):
             ks = ki * k_chunk
             kp_c, kseg_c = _slice(k_pos, ks, k_chunk, 0), _slice(k_seg, ks, k_chunk, 1)
-            case, chunk_mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal)
+            case, chunk_mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal, window)
 
             def attend(masked):
                 def run(cs):
@@ -206,7 +219,7 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
 
 
 def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk,
-                   k_chunk, scale):
+                   k_chunk, scale, window=None):
     """Adds one K/V block's share of the attention gradients (FlashAttention-2 backward).
 
     Scores are computed key-major, ``[k, (g, q)]``, so that each of the five chunk matmuls takes its
@@ -220,6 +233,7 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
       do: output cotangent [b, q_len, hq, d].
       lse, delta: [b, h, g, q_len] float32, log-sum-exp and rowsum(do * out) over the whole sequence.
       scale: the score scale, 1/sqrt(head_dim).
+      window: the sliding window, as in :func:`block_forward`.
 
     Returns:
       The updated (dq, dk, dv).
@@ -244,7 +258,7 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
             dq, dk_c, dv_c = carry
             qs = qi * q_chunk
             qp_c, qseg_c = _slice(q_pos, qs, q_chunk, 0), _slice(q_seg, qs, q_chunk, 1)
-            case, chunk_mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal)
+            case, chunk_mask = chunk_case(qp_c, kp_c, qseg_c, kseg_c, causal, window)
 
             def attend(masked):
                 def run(chunk_grads):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ring.checks import check_attention_inputs
+from ring.checks import check_attention_inputs, check_window
 
 
-def reference_attention(q, k, v, *, causal: bool = True, segment_ids=None):
+def reference_attention(q, k, v, *, causal: bool = True, segment_ids=None, window: int | None = None):
     """Softmax attention computed densely, in float32 or wider.
 
     ``softmax(q k^T / sqrt(head_dim) + mask) v`` with the full [seq, seq] score matrix materialised, so its
@@ -19,11 +19,13 @@ def reference_attention(q, k, v, *, causal: bool = True, segment_ids=None):
       k, v: [batch, seq, kv_heads, head_dim]; ``q_heads`` a multiple of ``kv_heads`` (grouped-query).
       causal: token i attends to tokens j <= i.
       segment_ids: optional int [batch, seq]; tokens attend only within their own segment.
+      window: sliding window (needs ``causal``): token i attends to tokens j with i - window < j <= i.
 
     Returns:
       [batch, seq, q_heads, head_dim] in q's dtype.
     """
     check_attention_inputs(q, k, v, segment_ids)
+    check_window(window, causal)
     batch, seq, q_heads, head_dim = q.shape
     kv_heads = k.shape[2]
     dtype = jnp.promote_types(q.dtype, jnp.float32)
@@ -34,6 +36,8 @@ def reference_attention(q, k, v, *, causal: bool = True, segment_ids=None):
     mask = jnp.ones((batch, seq, seq), bool)
     if causal:
         mask &= jnp.tril(jnp.ones((seq, seq), bool))[None]
+    if window is not None:
+        mask &= jnp.triu(jnp.ones((seq, seq), bool), 1 - window)[None]
     if segment_ids is not None:
         mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
     scores = jnp.where(mask[:, None, None], scores, -jnp.inf)

@@ -25,11 +25,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ring import kernel
 from ring.block_step import PallasStep, XlaStep, match_varying, zeros_after
-from ring.checks import check_attention_inputs, check_chunk, check_impl
+from ring.checks import check_attention_inputs, check_chunk, check_impl, check_window
 from ring.layouts import check_layout, global_positions
 
 
@@ -41,6 +42,7 @@ class _Ring:
     causal: bool
     layout: str
     step: object  # the block compute: ring.block_step.XlaStep or PallasStep
+    window: int | None = None  # sliding window (causal): hops no query reaches are neither run nor waited for
 
     def size(self) -> int:
         return 1 if self.axis_name is None else lax.axis_size(self.axis_name)
@@ -50,6 +52,12 @@ class _Ring:
 
     def positions(self, device, block: int):
         return global_positions(device, block, self.size(), self.layout)
+
+    def hops(self, block: int) -> int:
+        return ring_hops(self.size(), block, self.layout, self.window)
+
+    def may_attend(self, q_pos, k_pos):
+        return kernel.block_may_attend(q_pos, k_pos, self.causal, self.window)
 
     def shift(self, tree):
         """Sends ``tree`` one hop along the ring: device i -> i + 1."""
@@ -62,6 +70,26 @@ class _Ring:
     def varying_like(self, tree, like):
         """Gives loop carries created here the device-varying type of ``like`` (see :func:`match_varying`)."""
         return tree if self.axis_name is None else match_varying(tree, like)
+
+
+def ring_hops(num_devices: int, block: int, layout: str, window: int | None) -> int:
+    """Ring steps that can matter: all ``num_devices`` without a window; with one, up to the last step at
+    which some device's queries reach the visiting K/V block (a static count, from the layout's positions).
+
+    Step i brings device d the block of device d - i. Contiguous: about ``window / block + 1`` steps;
+    zigzag and striped spread every device's tokens over the sequence, so they keep all of them (and skip
+    the compute of the steps no query of the device reaches).
+    """
+    if window is None:
+        return num_devices
+
+    def reaches(step, device):  # some query i with a key j of the visiting block, i - window < j <= i
+        q_pos = global_positions(device, block, num_devices, layout)
+        k_pos = global_positions((device - step) % num_devices, block, num_devices, layout)
+        upto = np.searchsorted(k_pos, q_pos, side="right")  # keys <= i
+        return bool(np.any(upto > np.searchsorted(k_pos, q_pos - window, side="right")))  # ... > i - window
+
+    return 1 + max(i for i in range(num_devices) if any(reaches(i, d) for d in range(num_devices)))
 
 
 def _ring_forward(cfg: _Ring, q, k, v, segment_ids):
@@ -77,15 +105,16 @@ def _ring_forward(cfg: _Ring, q, k, v, segment_ids):
         incoming = cfg.shift(kv)  # issued before the compute that does not depend on it
         k_blk, v_blk, seg_blk = kv
         k_pos = cfg.positions((me - i) % n, block)
-        acc = lax.cond(kernel.block_may_attend(q_pos, k_pos, cfg.causal),
+        acc = lax.cond(cfg.may_attend(q_pos, k_pos),
                        lambda a: step.forward(a, q, k_blk, v_blk, q_pos, k_pos, segment_ids, seg_blk),
                        lambda a: a, acc)
         return acc, incoming
 
     # n steps and n hops: the last hop (the blocks going home) is spare, but it keeps the loop uniform,
-    # so XLA compiles one copy of the step and the same steady-state memory for every ring size.
+    # so XLA compiles one copy of the step and the same steady-state memory for every ring size. A
+    # sliding window stops after the last hop that any device's queries reach.
     init = cfg.varying_like(step.forward_init(q, k.shape[2]), q)
-    acc, _ = lax.fori_loop(0, n, body, (init, (k, v, segment_ids)))
+    acc, _ = lax.fori_loop(0, cfg.hops(block), body, (init, (k, v, segment_ids)))
     return step.result(acc, q)
 
 
@@ -105,14 +134,18 @@ def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
         k_blk, v_blk, seg_blk = kv
         k_pos = cfg.positions((me - i) % n, block)
         dq, dk, dv = lax.cond(
-            kernel.block_may_attend(q_pos, k_pos, cfg.causal),
+            cfg.may_attend(q_pos, k_pos),
             lambda g: step.backward(g, q, k_blk, v_blk, dout, stats, q_pos, k_pos, segment_ids, seg_blk),
             lambda g: g, (dq, *dkv))
         return dq, incoming_kv, cfg.shift((dk, dv))
 
-    # After n hops every dk/dv accumulator is back on the device that owns its K/V block.
+    # After n hops every dk/dv accumulator is back on the device that owns its K/V block; a window's
+    # shorter loop sends them home in one permute.
+    hops = cfg.hops(block)
     dq, dk, dv = zeros_after(step.grads_init(q, k), stats[0])
-    dq, _, (dk, dv) = lax.fori_loop(0, n, body, (dq, (k, v, segment_ids), (dk, dv)))
+    dq, _, (dk, dv) = lax.fori_loop(0, hops, body, (dq, (k, v, segment_ids), (dk, dv)))
+    if hops < n:
+        dk, dv = lax.ppermute((dk, dv), cfg.axis_name, [(i, (i - hops) % n) for i in range(n)])
     return step.grads_result((dq, dk, dv), q, k, v)
 
 
@@ -137,7 +170,7 @@ _ring_attention.defvjp(_ring_attention_fwd, _ring_attention_bwd)
 
 def ring_attention(q, k, v, *, axis_name, causal: bool = True, layout: str = "zigzag", segment_ids=None,
                    query_chunk_size: int = 512, key_chunk_size: int = 512, float32_logits: bool = True,
-                   impl: str | None = None):
+                   impl: str | None = None, window: int | None = None):
     """Exact softmax attention over a sequence sharded around the ring axis ``axis_name``.
 
     Call it inside ``jax.shard_map`` with the sequence dimension sharded over ``axis_name`` and the tokens
@@ -159,48 +192,66 @@ def ring_attention(q, k, v, *, axis_name, causal: bool = True, layout: str = "zi
         compiled with Triton on GPU, run by the Pallas interpreter on other backends) or None: "pallas"
         when ``jax.default_backend() == "gpu"`` and the kernel supports the shapes, else "xla". With
         "pallas" the chunk sizes cap the kernel's tiles.
+      window: sliding-window attention (needs ``causal``): query i attends to keys j with
+        i - window < j <= i. Chunk pairs and ring hops that no query reaches are skipped, and the ring stops
+        after the last hop any device needs (contiguous: about window / block + 1 hops). XLA step only.
 
     Returns:
       Local attention output [batch, block, q_heads, head_dim] in q's dtype.
     """
     cfg = _make_config(q, k, v, segment_ids, axis_name, causal, layout, query_chunk_size, key_chunk_size,
-                       float32_logits, impl)
+                       float32_logits, impl, window)
     return _ring_attention(cfg, q, k, v, segment_ids)
 
 
 def blockwise_attention(q, k, v, *, causal: bool = True, segment_ids=None, query_chunk_size: int = 512,
-                        key_chunk_size: int = 512, float32_logits: bool = True, impl: str | None = None):
+                        key_chunk_size: int = 512, float32_logits: bool = True, impl: str | None = None,
+                        window: int | None = None):
     """Memory-efficient exact attention on one device (a ring of one; Rabe & Staats, BPT).
 
-    Same arguments as :func:`ring.reference_attention` plus chunk sizes and ``impl`` (as in
+    Same arguments as :func:`ring.reference_attention` plus chunk sizes, ``impl`` and ``window`` (as in
     :func:`ring_attention`); memory is O(chunk^2), not O(seq^2), in forward and backward.
     """
     cfg = _make_config(q, k, v, segment_ids, None, causal, "contiguous", query_chunk_size, key_chunk_size,
-                       float32_logits, impl)
+                       float32_logits, impl, window)
     return _ring_attention(cfg, q, k, v, segment_ids)
 
 
-def _make_config(q, k, v, segment_ids, axis_name, causal, layout, query_chunk_size, key_chunk_size,
-                 float32_logits, impl=None) -> _Ring:
-    check_attention_inputs(q, k, v, segment_ids)
-    check_layout(layout)
+def block_step(q, k, causal, query_chunk_size, key_chunk_size, float32_logits, impl, window,
+               q_len: int | None = None, k_len: int | None = None):
+    """The block compute (:mod:`ring.block_step`) for query blocks of ``q_len`` and K/V blocks of ``k_len``
+    tokens (default: q's and k's lengths), with the chunk sizes clipped to them; ``impl`` and ``window`` as
+    in :func:`ring_attention` (the Pallas step has no window: ``impl=None`` then falls back to XLA)."""
     check_impl(impl)
-    block = q.shape[1]
-    if layout == "zigzag" and axis_name is not None and block % 2:
-        raise ValueError(f"layout='zigzag' needs an even per-device block, got {block} tokens")
-    q_chunk, k_chunk = min(query_chunk_size, block), min(key_chunk_size, block)
-    check_chunk("query_chunk_size", q_chunk, block)
-    check_chunk("key_chunk_size", k_chunk, block)
-    cfg = _Ring(axis_name, bool(causal), layout, XlaStep(bool(causal), q_chunk, k_chunk, bool(float32_logits)))
+    check_window(window, causal)
+    window = None if window is None else int(window)
+    q_len, k_len = q.shape[1] if q_len is None else q_len, k.shape[1] if k_len is None else k_len
+    q_chunk, k_chunk = min(query_chunk_size, q_len), min(key_chunk_size, k_len)
+    check_chunk("query_chunk_size", q_chunk, q_len)
+    check_chunk("key_chunk_size", k_chunk, k_len)
+    xla = XlaStep(bool(causal), q_chunk, k_chunk, bool(float32_logits), window)
     gpu = jax.default_backend() == "gpu"
-    if impl == "xla" or (impl is None and not gpu):
-        return cfg
+    if impl == "xla" or (impl is None and (not gpu or window is not None)):
+        return xla
+    if window is not None:
+        raise ValueError(f"impl='pallas' has no sliding window (window={window}); use impl='xla' or None")
     from ring import pallas_tiles
 
-    tiles = pallas_tiles.default_tiles(q.shape[3], block, block, max_q=q_chunk, max_k=k_chunk)
+    tiles = pallas_tiles.default_tiles(q.shape[3], q_len, k_len, max_q=q_chunk, max_k=k_chunk)
     unsupported = pallas_tiles.check_supported(q, k, tiles, interpret=not gpu)
     if unsupported is not None:
         if impl is None:  # the default falls back to the XLA step where the kernel cannot run
-            return cfg
+            return xla
         raise ValueError(f"impl='pallas': {unsupported}")
-    return dataclasses.replace(cfg, step=PallasStep(bool(causal), tiles, interpret=not gpu))
+    return PallasStep(bool(causal), tiles, interpret=not gpu)
+
+
+def _make_config(q, k, v, segment_ids, axis_name, causal, layout, query_chunk_size, key_chunk_size,
+                 float32_logits, impl=None, window=None) -> _Ring:
+    check_attention_inputs(q, k, v, segment_ids)
+    check_layout(layout)
+    block = q.shape[1]
+    if layout == "zigzag" and axis_name is not None and block % 2:
+        raise ValueError(f"layout='zigzag' needs an even per-device block, got {block} tokens")
+    step = block_step(q, k, causal, query_chunk_size, key_chunk_size, float32_logits, impl, window)
+    return _Ring(axis_name, bool(causal), layout, step, window)

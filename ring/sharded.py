@@ -1,4 +1,5 @@
-"""Global-array entry points: ring attention over a mesh axis, and layout changes, wrapped in ``jax.shard_map``.
+"""Global-array entry points: attention over a sequence sharded on a mesh axis (the ring, all-gather K/V or
+Ulysses: :mod:`ring.strategy`), and layout changes, wrapped in ``jax.shard_map``.
 
 Everything that moves tokens between devices happens inside the ``shard_map``, with collectives of one
 block at a time (:func:`ring.layouts.to_layout_local`), so that per-device memory stays O(block) whatever
@@ -16,9 +17,12 @@ import jax
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from ring.checks import check_attention_inputs, check_impl
+from ring.allgather import allgather_attention
+from ring.checks import check_attention_inputs, check_impl, check_window
 from ring.layouts import check_divisible, from_layout, local_relayout_supported, to_layout, to_layout_local
 from ring.ring_attention import ring_attention
+from ring.strategy import Shapes, check_strategy, choose_strategy
+from ring.ulysses import check_ulysses_heads, ulysses_attention
 
 
 def _axis_size(mesh: Mesh, name: str, argument: str) -> int:
@@ -27,12 +31,21 @@ def _axis_size(mesh: Mesh, name: str, argument: str) -> int:
     return mesh.shape[name]
 
 
+def _shards(mesh: Mesh, spec) -> int:
+    """Devices that a PartitionSpec entry (None, a name or a tuple of names) splits a dimension over."""
+    names = () if spec is None else (spec if isinstance(spec, tuple) else (spec,))
+    shards = 1
+    for name in names:
+        shards *= mesh.shape[name]
+    return shards
+
+
 def batch_spec(mesh: Mesh, batch_axis, batch: int):
     """The PartitionSpec entry of a batch split over ``batch_axis`` (a name, a tuple of names or None)."""
     axes = () if batch_axis is None else (batch_axis if isinstance(batch_axis, tuple) else (batch_axis,))
-    shards = 1
     for name in axes:
-        shards *= _axis_size(mesh, name, "batch_axis")
+        _axis_size(mesh, name, "batch_axis")
+    shards = _shards(mesh, axes)
     if batch % shards:
         raise ValueError(f"batch={batch} must be divisible by the {shards} devices of {axes}")
     return (axes if len(axes) != 1 else axes[0]) or None
@@ -59,7 +72,8 @@ def _head_plan(mesh: Mesh, head_axis, q_heads: int, kv_heads: int):
 def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=None, causal: bool = True,
                       layout: str = "zigzag", segment_ids=None, query_chunk_size: int = 512,
                       key_chunk_size: int = 512, float32_logits: bool = True, natural_order: bool = True,
-                      impl: str | None = None, head_axis: str | None = None):
+                      impl: str | None = None, head_axis: str | None = None, strategy: str = "ring",
+                      window: int | None = None, memory_budget: int | None = None):
     """Exact attention on global arrays whose sequence is sharded over ``mesh.shape[axis_name]`` devices.
 
     Jit-able and differentiable. The batch is split over ``batch_axis`` (a mesh axis name or tuple of
@@ -78,12 +92,22 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
       head_axis: mesh axis that shards the query heads (tensor parallelism), or None. K/V heads are sharded
         too when they divide by it; otherwise they stay whole and each device uses the one K/V head of its
         query heads (q_heads / devices must then divide the group size q_heads / kv_heads).
+      strategy: how the sequence axis is parallelised (:mod:`ring.strategy`): "ring" (K/V blocks travel
+        the ring; O(block) memory), "allgather" (:func:`ring.allgather_attention`: K/V heads gathered in
+        one collective; O(seq * kv_heads) memory), "ulysses" (:func:`ring.ulysses_attention`: all-to-all to
+        head-sharded and back; q_heads must divide by the devices) or "auto" (:func:`ring.choose_strategy`,
+        under ``memory_budget``).
+      window: sliding-window attention (causal only): query i attends to keys j with i - window < j <= i;
+        every strategy skips the chunk pairs (and the ring the hops) that no query reaches.
+      memory_budget: per-device bytes that ``strategy="auto"`` must stay within (None: no limit).
 
     Returns:
       [batch, seq, q_heads, head_dim], in the same token order as the inputs.
     """
     check_attention_inputs(q, k, v, segment_ids)
     check_impl(impl)
+    check_window(window, causal)
+    check_strategy(strategy)
     n = _axis_size(mesh, axis_name, "axis_name")
     seq = q.shape[1]
     check_divisible(seq, n, layout)
@@ -91,26 +115,45 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
     q_head_spec, kv_head_spec, pick_kv = _head_plan(mesh, head_axis, q.shape[2], k.shape[2])
     q_spec, kv_spec = P(spec_b, axis_name, q_head_spec, None), P(spec_b, axis_name, kv_head_spec, None)
     seg_spec = P(spec_b, axis_name)
+    # The heads and batch one device attends with, as the strategies see them.
+    tp = 1 if q_head_spec is None else mesh.shape[head_axis]
+    shapes = Shapes(batch=q.shape[0] // _shards(mesh, spec_b), block=seq // n, q_heads=q.shape[2] // tp,
+                    kv_heads=1 if pick_kv else k.shape[2] // (tp if kv_head_spec else 1), head_dim=q.shape[3],
+                    num_devices=n, query_chunk=query_chunk_size, key_chunk=key_chunk_size)
+    if strategy == "auto":
+        strategy = choose_strategy(shapes, memory_budget=memory_budget)
+    elif strategy == "ulysses":
+        check_ulysses_heads(shapes.q_heads, shapes.kv_heads, n, axis_name)
     permute = natural_order and n > 1  # on one device every layout is the identity: no copies
+    if strategy == "ulysses":  # every device attends over the whole sequence: the layout balances nothing
+        layout, permute = layout if n > 1 and not natural_order else "contiguous", False
     # Zigzag moves half blocks with collective permutes inside the shard_map, striped one all-to-all. Left to
     # XLA, the striped permutation of the global arrays held several blocks per device at 8 devices (1.47x the
     # in-layout call's memory in a model's train step, where the local all-to-all costs nothing).
     local = permute and local_relayout_supported(seq, n, layout)
-    kernel = functools.partial(
-        ring_attention, axis_name=axis_name, causal=causal, layout=layout,
-        query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size, float32_logits=float32_logits,
-        impl=impl,
-    )
+    kv_natural = local and strategy == "allgather"  # K/V are gathered whole: natural order needs no permute
+    common = dict(axis_name=axis_name, causal=causal, query_chunk_size=query_chunk_size,
+                  key_chunk_size=key_chunk_size, float32_logits=float32_logits, impl=impl, window=window)
+
+    def kernel(q, k, v, q_seg, kv_seg):
+        if strategy == "allgather":
+            return allgather_attention(q, k, v, layout=layout, kv_layout="contiguous" if kv_natural else layout,
+                                       segment_ids=q_seg, kv_segment_ids=kv_seg, **common)
+        attend = ring_attention if strategy == "ring" else ulysses_attention
+        return attend(q, k, v, layout=layout, segment_ids=q_seg, **common)
 
     def per_device(q, k, v, segment_ids=None):
         relayout = functools.partial(to_layout_local, axis_name=axis_name, num_devices=n, layout=layout)
+        q_seg = kv_seg = segment_ids
         if local:
-            q, k, v = (relayout(x) for x in (q, k, v))
-            segment_ids = None if segment_ids is None else relayout(segment_ids)
+            q = relayout(q)
+            q_seg = None if segment_ids is None else relayout(segment_ids)
+            if not kv_natural:
+                k, v, kv_seg = relayout(k), relayout(v), q_seg
         if pick_kv:
             head = lax.axis_index(head_axis) * q.shape[2] // groups  # q.shape[2]: this device's query heads
             k, v = (lax.dynamic_slice_in_dim(x, head, 1, axis=2) for x in (k, v))
-        out = kernel(q, k, v, segment_ids=segment_ids)
+        out = kernel(q, k, v, q_seg, kv_seg)
         return relayout(out, inverse=True) if local else out
 
     groups = q.shape[2] // k.shape[2]

@@ -23,14 +23,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ring.checks import check_impl
+from ring.checks import check_impl, check_window
 from ring.decode import cached_attention, write_cache
 from ring.feedforward import blockwise_feedforward
 from ring.reference import reference_attention
 from ring.ring_attention import blockwise_attention
 from ring.sharded import sharded_attention
+from ring.strategy import check_strategy
 
-AttentionFn = Callable[..., jax.Array]  # (q, k, v, segment_ids) -> out, all [batch, seq, heads, head_dim]
+# (q, k, v, segment_ids) -> out, all [batch, seq, heads, head_dim]; layers with a sliding window call it
+# with window=W as well (the functions of make_attention take it).
+AttentionFn = Callable[..., jax.Array]
 
 REMAT_POLICIES = {
     "none": None,
@@ -42,8 +45,10 @@ REMAT_POLICIES = {
 
 def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str = "sp", batch_axis=None,
                    layout: str = "zigzag", natural_order: bool = True, query_chunk_size: int = 512,
-                   key_chunk_size: int = 512, impl: str | None = None, head_axis: str | None = None) -> AttentionFn:
-    """An attention function ``fn(q, k, v, segment_ids)`` for :class:`Transformer`.
+                   key_chunk_size: int = 512, impl: str | None = None, head_axis: str | None = None,
+                   strategy: str = "ring", window: int | None = None,
+                   memory_budget: int | None = None) -> AttentionFn:
+    """An attention function ``fn(q, k, v, segment_ids=None, window=window)`` for :class:`Transformer`.
 
     Args:
       kind: "reference" (dense), "blockwise" (one device, O(chunk) memory) or "ring" (sequence sharded
@@ -51,21 +56,30 @@ def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str 
       impl: block compute of "blockwise" and "ring": "pallas", "xla" or None (pallas on GPU, else xla);
         checked but unused by "reference".
       head_axis: "ring" only: the mesh axis that shards the heads (tensor parallelism), or None.
+      strategy, memory_budget: "ring" only: the context-parallel strategy ("ring", "allgather", "ulysses"
+        or "auto") and the per-device budget of "auto", as in :func:`ring.sharded_attention`.
+      window: the default sliding window of every call (causal only; None: full attention). A call's own
+        ``window=`` overrides it (:class:`Transformer` passes its per-layer ``windows``).
     """
     check_impl(impl)
+    check_strategy(strategy)
+    check_window(window, causal)
+    default_window = window
     if kind == "reference":
-        return lambda q, k, v, segment_ids=None: reference_attention(q, k, v, causal=causal, segment_ids=segment_ids)
+        return lambda q, k, v, segment_ids=None, window=default_window: reference_attention(
+            q, k, v, causal=causal, segment_ids=segment_ids, window=window)
     if kind == "blockwise":
-        return lambda q, k, v, segment_ids=None: blockwise_attention(
+        return lambda q, k, v, segment_ids=None, window=default_window: blockwise_attention(
             q, k, v, causal=causal, segment_ids=segment_ids,
-            query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size, impl=impl)
+            query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size, impl=impl, window=window)
     if kind == "ring":
         if mesh is None:
             raise ValueError("make_attention('ring') needs mesh=")
-        return lambda q, k, v, segment_ids=None: sharded_attention(
+        return lambda q, k, v, segment_ids=None, window=default_window: sharded_attention(
             q, k, v, mesh=mesh, axis_name=axis_name, batch_axis=batch_axis, causal=causal, layout=layout,
             segment_ids=segment_ids, query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size,
-            natural_order=natural_order, impl=impl, head_axis=head_axis)
+            natural_order=natural_order, impl=impl, head_axis=head_axis, strategy=strategy, window=window,
+            memory_budget=memory_budget)
     raise ValueError(f"attention kind={kind!r} is unknown; expected 'reference', 'blockwise' or 'ring'")
 
 
@@ -78,6 +92,7 @@ class Attention(nn.Module):
     attention_fn: AttentionFn
     dtype: jnp.dtype = jnp.float32
     cached_attention_fn: Callable = cached_attention
+    window: int | None = None  # sliding window of this layer (None: full causal attention)
 
     @nn.compact
     def __call__(self, x, segment_ids=None, cache=None, positions=None):
@@ -88,11 +103,12 @@ class Attention(nn.Module):
         q = dense((self.num_heads, self.head_dim), name="query")(x)
         k = dense((self.num_kv_heads, self.head_dim), name="key")(x)
         v = dense((self.num_kv_heads, self.head_dim), name="value")(x)
+        windowed = {} if self.window is None else {"window": self.window}  # injected functions may lack it
         if cache is None:
-            out = self.attention_fn(q, k, v, segment_ids)
+            out = self.attention_fn(q, k, v, segment_ids, **windowed)
         else:
             k_cache, v_cache = (write_cache(c, new, positions[:, 0]) for c, new in zip(cache, (k, v)))
-            out = self.cached_attention_fn(q, k_cache, v_cache, positions)
+            out = self.cached_attention_fn(q, k_cache, v_cache, positions, **windowed)
             cache = (k_cache, v_cache)
         out = nn.DenseGeneral(x.shape[-1], axis=(-2, -1), dtype=self.dtype, use_bias=False, name="out")(out)
         return out if cache is None else (out, cache)
@@ -139,13 +155,14 @@ class TransformerBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
     cached_attention_fn: Callable = cached_attention
     seq_shards: int = 1
+    window: int | None = None
 
     @nn.compact
     def __call__(self, x, segment_ids=None, cache=None, positions=None):
         """Returns x, or ``(x, cache)`` when decoding with this layer's ``cache``."""
         h = nn.LayerNorm(dtype=self.dtype, name="attention_norm")(x)
         attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.attention_fn, self.dtype,
-                         self.cached_attention_fn, name="attention")(h, segment_ids, cache, positions)
+                         self.cached_attention_fn, self.window, name="attention")(h, segment_ids, cache, positions)
         if cache is not None:
             attn, cache = attn
         x = x + attn
@@ -175,6 +192,9 @@ class Transformer(nn.Module):
         layer axis) instead of unrolling them.
       seq_shards: devices the sequence is sharded over in training (the ring's size), so that the
         blockwise feed-forward cuts its chunks within each device's block (:func:`ring.blockwise_feedforward`).
+      windows: the sliding window of each layer (None: full causal attention), e.g. ``(256, 256, None)``
+        for local attention in the first two layers of three; empty: every layer full. Scanned layers
+        share one window. Training and decoding alike pass it to the attention function as ``window=``.
     """
 
     num_layers: int
@@ -190,6 +210,18 @@ class Transformer(nn.Module):
     dtype: jnp.dtype = jnp.float32
     cached_attention_fn: Callable = cached_attention
     seq_shards: int = 1
+    windows: tuple[int | None, ...] = ()
+
+    def layer_windows(self) -> tuple[int | None, ...]:
+        """The window of every layer, checked against ``num_layers`` and ``scan_layers``."""
+        windows = tuple(self.windows) or (None,) * self.num_layers
+        if len(windows) != self.num_layers:
+            raise ValueError(f"windows={self.windows} must give one window per layer (num_layers={self.num_layers})")
+        for window in windows:
+            check_window(window, causal=True)
+        if self.scan_layers and len(set(windows)) > 1:
+            raise ValueError(f"windows={self.windows}: scanned layers share one window; use scan_layers=False")
+        return windows
 
     @nn.compact
     def __call__(self, x, segment_ids=None, cache=None, positions=None):
@@ -210,7 +242,9 @@ class Transformer(nn.Module):
                           seq_shards=1 if cache is not None else self.seq_shards)
         policy = REMAT_POLICIES[self.remat_policy]
         decoding = cache is not None
+        windows = self.layer_windows()
         if self.scan_layers:
+            block_args["window"] = windows[0]
             block = _ScanBlock
             if self.remat_policy != "none" and not decoding:
                 block = nn.remat(block, policy=policy, prevent_cse=False)
@@ -222,7 +256,7 @@ class Transformer(nn.Module):
             block = nn.remat(TransformerBlock, policy=policy) if remat else TransformerBlock
             new_cache = []
             for i in range(self.num_layers):
-                layer = block(**block_args, name=f"layers_{i}")
+                layer = block(**block_args, window=windows[i], name=f"layers_{i}")
                 if decoding:
                     x, layer_cache = layer(x, segment_ids, cache[i], positions)
                     new_cache.append(layer_cache)
