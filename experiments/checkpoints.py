@@ -8,6 +8,7 @@ set aside or rotated away.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -49,7 +50,11 @@ class Checkpoints:
                 pp.BestN(get_metric_fn=lambda metrics: metrics[self.metric], n=1,
                          keep_checkpoints_without_metrics=False),
             ])
-            options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=False)
+            # best_fn makes orbax store each step's metrics (without it none are kept, nothing is ever the
+            # best, and checkpoint="best" has nothing to read); a step saved without them is expected here.
+            options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=False,
+                                                   best_fn=lambda metrics: metrics[self.metric])
+            logging.getLogger("absl").addFilter(_NO_METRICS_WARNING)  # once: the same filter
             self._writer = ocp.CheckpointManager(self.directory, options=options)
         return self._writer
 
@@ -95,8 +100,7 @@ class Checkpoints:
         Returns:
           (state, step), or (None, None) when no checkpoint restores.
         """
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-                                if hasattr(x, "sharding") else x, like)
+        abstract = _abstract(like)
         tried, unreadable = set(), self.unreadable
         unreadable.clear()
         while untried := [step for step in self.steps() if step not in tried]:
@@ -121,6 +125,44 @@ class Checkpoints:
         if unreadable:
             print(f"{self.directory}: {', '.join(unreadable)}; no checkpoint restores", file=sys.stderr)
         return None, None
+
+    def restore(self, like, step: int):
+        """Checkpoint ``step`` restored into ``like``'s shapes (no fallback: the step asked for, or an error).
+
+        Raises:
+          ValueError: naming ``checkpoint`` and the steps there are, when ``step`` is not one of them;
+            ``CheckpointMismatch`` when it holds a state of other shapes.
+        """
+        steps = self.steps()
+        if step not in steps:
+            raise ValueError(f"checkpoint={step}: {self.directory} holds the steps {steps or 'none'}")
+        abstract = _abstract(like)
+        reader = self._reader()
+        try:
+            return reader.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception:
+            self._check_shapes(step, abstract)  # a mismatch is named as such; anything else keeps its error
+            raise
+        finally:
+            reader.close()
+
+    def best_step(self) -> int:
+        """The step with the highest ``metric`` among the checkpoints that were scored (those saved by an
+        evaluation during training: ``train.eval_every``; the final evaluation comes after the last save).
+
+        Raises:
+          ValueError: naming ``checkpoint="best"`` when no checkpoint was scored.
+        """
+        reader = self._reader()
+        try:
+            scored = {step: (reader.metrics(step) or {}).get(self.metric) for step in reader.all_steps()}
+        finally:
+            reader.close()
+        scored = {step: score for step, score in scored.items() if score is not None}
+        if not scored:
+            raise ValueError(f'checkpoint="best": no checkpoint in {self.directory} was scored by an evaluation '
+                             'during training (train.eval_every); ask for "latest" or a step')
+        return max(scored, key=lambda step: (scored[step], step))
 
     def _check_shapes(self, step: int, abstract) -> None:
         """Raises ``CheckpointMismatch`` when ``step``'s metadata reads and its arrays differ from ``abstract``'s."""
@@ -156,3 +198,19 @@ class Checkpoints:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _abstract(like):
+    """``like`` as abstract arrays (shape, dtype and sharding: what orbax restores into)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+                        if hasattr(x, "sharding") else x, like)
+
+
+class _NoMetricsWarning(logging.Filter):
+    """Drops orbax's warning for a step saved without metrics: only evaluated steps have them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+_NO_METRICS_WARNING = _NoMetricsWarning()

@@ -1,6 +1,7 @@
 """Evaluate a trained run: n trials x m environments of in-context rollouts, with reports.
 
-    python -m experiments.evaluate --run runs/dark_room [--num-envs 8] [--num-trials 4] [--video] [--sample False]
+    python -m experiments.evaluate --run runs/dark_room [--checkpoint best] [--task dark_room_hidden] [--num-envs 8]
+        [--num-trials 4] [--seed 3] [--video] [--sample False]
 
 Writes ``<run>/eval.json`` (per-trial mean and std return, last-trial mean, best-of-n mean, normalised
 scores where defined, the dataset's median and best return), ``eval.md`` (a table) and ``eval.png``
@@ -20,7 +21,7 @@ import numpy as np
 
 from experiments.cli import EXPECTED_ERRORS, DistributedArgs, fail
 from experiments.config import ExperimentConfig
-from experiments.run import DataSummary, RunDir, report_dir
+from experiments.run import Checkpoint, DataSummary, RunDir, on_task, report_dir
 
 
 class VideoRecorder:
@@ -334,27 +335,37 @@ def _per_trial_lines(ev: dict) -> list[str]:
     return lines
 
 
-def evaluate_run(run_dir: Path, *, num_envs: int | None = None, num_trials: int | None = None, video: bool = False,
+def override_eval(config: ExperimentConfig, **fields) -> ExperimentConfig:
+    """``config`` with the ``eval`` fields given (those that are not None) replaced."""
+    return config.replace(eval={k: v for k, v in fields.items() if v is not None})
+
+
+def evaluate_run(run_dir: Path, *, checkpoint: Checkpoint = "latest", task: str | None = None,
+                 num_envs: int | None = None, num_trials: int | None = None, video: bool = False,
                  target_return: float | None = None, sample_noise: bool | None = None, sample: bool | None = None,
-                 out_dir: Path | None = None) -> dict:
-    """Evaluates the latest checkpoint of ``run_dir`` from its files alone, and writes the reports to
-    ``out_dir`` (default: ``run_dir``, replacing its earlier evaluation)."""
+                 seed: int | None = None, out_dir: Path | None = None) -> dict:
+    """Evaluates a checkpoint of ``run_dir`` (``RunDir.restore``: "latest", "best" or a step) from its files
+    alone, on its own task or ``task`` (another of its family), and writes the reports to ``out_dir``
+    (default: ``run_dir``, replacing its earlier evaluation)."""
     run = RunDir(run_dir)
     config = run.config()
-    overrides = {k: v for k, v in (("num_envs", num_envs), ("num_trials", num_trials), ("video", video or None),
-                                   ("target_return", target_return),
-                                   ("sample_noise", sample_noise), ("sample", sample)) if v is not None}
-    config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, **overrides))
-    model, _, state, step = run.restore(config)
+    model, _, state, step = run.restore(config, checkpoint)
+    config = override_eval(on_task(config, task, run.data()), num_envs=num_envs, num_trials=num_trials,
+                           video=video or None, target_return=target_return, sample_noise=sample_noise,
+                           sample=sample, seed=seed)
     return evaluate(config, state.params, model, run.data(), report_dir(run, out_dir), extra=run.provenance(step))
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateCommand:
-    """Evaluate a trained run's latest checkpoint over several in-context trials.
+    """Evaluate a trained run's checkpoint over several in-context trials.
 
     Attributes:
       run: a run directory, e.g. runs/dark_room.
+      checkpoint: which checkpoint: latest, best (the highest evaluation score saved during training) or a
+        step number.
+      task: evaluate on another task of the run's family (e.g. dark_room_hidden, the train goals of a run
+        evaluated on dark_room_hidden_heldout); default: the run's own.
       num_envs: environments run together (default: the run's own).
       num_trials: consecutive trials per environment (default: the run's own).
       video: record the first environment's first trial, as evaluated.
@@ -363,17 +374,21 @@ class EvaluateCommand:
         own; False plays the chosen component's mean).
       sample: draw actions from the head's distribution (True) or play the most likely one (False: greedy;
         default: the run's own).
+      seed: the environments' seed (their hidden tasks too) and the sampling seed (default: the run's own).
       out: write the reports here instead of into the run directory.
       distributed: several processes as one JAX runtime (as in experiments.train).
     """
 
     run: Path
+    checkpoint: Checkpoint = "latest"
+    task: str | None = None
     num_envs: int | None = None
     num_trials: int | None = None
     video: bool = False
     target_return: float | None = None
     sample_noise: bool | None = None
     sample: bool | None = None
+    seed: int | None = None
     out: Path | None = None
     distributed: DistributedArgs = DistributedArgs()
 
@@ -384,9 +399,9 @@ def main(argv=None) -> int:
     args = tyro.cli(EvaluateCommand, args=argv, description=__doc__.splitlines()[0])
     try:
         args.distributed.initialize()
-        result = evaluate_run(args.run, num_envs=args.num_envs, num_trials=args.num_trials, video=args.video,
-                              target_return=args.target_return, sample_noise=args.sample_noise,
-                              sample=args.sample, out_dir=args.out)
+        result = evaluate_run(args.run, checkpoint=args.checkpoint, task=args.task, num_envs=args.num_envs,
+                              num_trials=args.num_trials, video=args.video, target_return=args.target_return,
+                              sample_noise=args.sample_noise, sample=args.sample, seed=args.seed, out_dir=args.out)
     except EXPECTED_ERRORS as error:
         return fail(error)
     print(markdown_table(result))

@@ -25,6 +25,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -104,6 +105,72 @@ def is_writer() -> bool:
     import jax
 
     return jax.process_index() == 0
+
+
+Checkpoint = Literal["latest", "best"] | int  # which checkpoint of a run: the newest, the best scored, a step
+
+
+def _step_number(checkpoint) -> int:
+    if isinstance(checkpoint, str) and checkpoint.isdigit():
+        checkpoint = int(checkpoint)
+    if isinstance(checkpoint, bool) or not isinstance(checkpoint, int) or checkpoint < 0:
+        raise ValueError(f'checkpoint={checkpoint!r} must be "latest", "best" or a step number')
+    return checkpoint
+
+
+def abstract_state(config: ExperimentConfig, model, mesh, data: DataSummary):
+    """The TrainState's shapes, dtypes and training shardings (``jax.ShapeDtypeStruct`` leaves), traced by
+    ``jax.eval_shape`` without computing anything: what a checkpoint is restored into."""
+    import jax
+
+    from agent.train import state_shardings
+    from experiments.model import initial_state
+
+    shapes = jax.eval_shape(lambda: initial_state(config, model, data))
+    return jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes,
+                        state_shardings(shapes, config.optim, mesh))
+
+
+def check_task(config: ExperimentConfig, data: DataSummary, field: str = "data.task") -> None:
+    """Refuses an evaluation task (``config.data.task``) whose observations or actions differ from the data's,
+    or (discrete) whose number of actions differs from the one the run was trained for.
+
+    Args:
+      config: the config to evaluate with (with ``data.observe_task``, a hidden task's parameter is observed
+        too).
+      data: what the run keeps of its data.
+      field: what the message names: data.task for training, --task for evaluating a run on another task
+        of its family.
+    """
+    import envs
+
+    task = config.data.task
+    spec = envs.task_spec(task)
+    sizes = (spec.obs_dim + (spec.task_dim if config.data.observe_task else 0), spec.action_dim)
+    if sizes != (data.obs_dim, data.action_dim) or spec.discrete != data.discrete:
+        raise ValueError(f"{field}={task!r} has observations of size {sizes[0]} and actions of size {sizes[1]}"
+                         f"{' (discrete)' if spec.discrete else ''}, but the data's are {data.obs_dim} and "
+                         f"{data.action_dim}{' (discrete)' if data.discrete else ''}")
+
+
+def on_task(config: ExperimentConfig, task: str | None, data: DataSummary) -> ExperimentConfig:
+    """``config`` evaluated on ``task``, another task of the run's family (e.g. a hidden-task family's train
+    goals for a run evaluated on held-out ones); ``config`` itself for None.
+
+    Raises:
+      ValueError: naming ``task`` when its observations, actions or number of actions differ from the run's.
+    """
+    if task is None:
+        return config
+    import envs
+
+    moved = config.replace(data={"task": task})
+    check_task(moved, data, field="task")
+    trained, asked = envs.task_spec(config.data.task).num_actions, envs.task_spec(task).num_actions
+    if trained != asked:
+        raise ValueError(f"task={task!r} has {asked} actions, but the run was trained for {trained} "
+                         f"({config.data.task!r})")
+    return moved
 
 
 class RunDir:
@@ -260,15 +327,25 @@ class RunDir:
 
         return Checkpoints(self.path / "checkpoints", config.train.keep_checkpoints)
 
-    def restore(self, config: ExperimentConfig | None = None):
-        """(model, mesh, state, step) of the latest checkpoint that restores."""
-        from experiments.model import initial_state
+    def restore(self, config: ExperimentConfig | None = None, checkpoint: Checkpoint = "latest"):
+        """(model, mesh, state, step) of a checkpoint, restored into abstract targets (``abstract_state``): no
+        train state is computed to be thrown away.
 
+        Args:
+          config: the config to build the model with (default: the run's own).
+          checkpoint: "latest" (the newest that restores, past unreadable ones), "best" (the highest
+            evaluation score saved during training) or a step.
+        """
         config = config or self.config()
         model, mesh = self.build(config)
         checkpoints = self.checkpoints(config)
+        like = abstract_state(config, model, mesh, self.data())
         try:
-            state, step = checkpoints.restore_latest(initial_state(config, model, self.data()))
+            if checkpoint == "latest":
+                state, step = checkpoints.restore_latest(like)
+            else:
+                step = checkpoints.best_step() if checkpoint == "best" else _step_number(checkpoint)
+                state = checkpoints.restore(like, step)
         finally:
             checkpoints.close()
         if state is None:

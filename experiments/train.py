@@ -25,7 +25,7 @@ import time
 from experiments.cli import EXPECTED_ERRORS, ConfigArg, DistributedArgs, JobError, PresetArg, fail, parse
 from experiments.config import ExperimentConfig
 from experiments.presets import DEFAULT_PRESET
-from experiments.run import DataSummary, RunDir, is_writer
+from experiments.run import DataSummary, RunDir, check_task, is_writer
 
 
 class NonFiniteLoss(JobError):
@@ -176,16 +176,11 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
 def _setup(config: ExperimentConfig, episodes):
     """(data, stats, model, mesh): every check of ``config`` against the data, the evaluation task and the
     devices, made before the run directory is touched and anything compiles."""
-    import envs
     from datasets import NormStats
     from experiments.model import build_model
 
     data, stats = DataSummary.of(episodes), NormStats.compute(episodes)
-    spec = envs.task_spec(config.data.task)
-    sizes = (spec.obs_dim + (spec.task_dim if config.data.observe_task else 0), spec.action_dim)
-    if sizes != (data.obs_dim, data.action_dim):  # else evaluation would fail, after the whole training run
-        raise ValueError(f"data.task={config.data.task!r} has observations of size {sizes[0]} and actions of size "
-                         f"{sizes[1]}, but the data's are {data.obs_dim} and {data.action_dim}")
+    check_task(config, data)  # else evaluation would fail, after the whole training run
     model, mesh = build_model(config, data, stats)
     return data, stats, model, mesh
 
