@@ -150,20 +150,31 @@ class ModelConfig:
         return 0 if self.token_layout == "fused" else self.modalities.index("state")
 
     def fitting_steps(self, steps: int, ring_size: int = 1) -> int:
-        """The least context length >= ``steps`` (in steps) that the attention accepts.
-
-        Its tokens divide over the ring's ``ring_size`` devices (two pieces each for zigzag), and each
-        device's block into the attention's chunks (a block shorter than a chunk is one chunk).
-        """
-        pieces = ring_size * (2 if ring_size > 1 and self.layout == "zigzag" else 1)
+        """The least context length >= ``steps`` (in steps) that the attention accepts, by ``ring``'s own
+        checks: with ring attention its tokens split into the layout's pieces over the ``ring_size`` devices
+        (``ring.layouts.check_divisible``: two pieces a device for zigzag, on one device too), and each
+        device's block into the attention's chunks (``ring.checks.check_chunk``, a chunk clipped to the
+        block)."""
         candidate = steps
-        while True:
-            tokens = candidate * self.tokens_per_step
-            block = tokens // ring_size
-            if tokens % pieces == 0 and all(block <= c or block % c == 0
-                                            for c in (self.query_chunk_size, self.key_chunk_size)):
-                return candidate
+        while not self._accepts(candidate * self.tokens_per_step, ring_size):
             candidate += 1
+        return candidate
+
+    def _accepts(self, tokens: int, ring_size: int) -> bool:
+        from ring.checks import check_chunk
+        from ring.layouts import check_divisible
+
+        try:
+            if self.attention == "ring":
+                check_divisible(tokens, ring_size, self.layout)
+            elif tokens % ring_size:
+                return False
+            block = tokens // ring_size
+            for name in ("query_chunk_size", "key_chunk_size"):
+                check_chunk(name, min(getattr(self, name), block), block)
+        except ValueError:  # ring's refusal: this length does not fit
+            return False
+        return True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 
 from experiments.cli import EXPECTED_ERRORS, DistributedArgs, fail
 from experiments.config import ExperimentConfig
-from experiments.run import Checkpoint, DataSummary, RunDir, on_task, report_dir
+from experiments.run import Checkpoint, DataSummary, RunDir, check_trials, on_task, report_dir
 
 
 class VideoRecorder:
@@ -336,8 +336,11 @@ def _per_trial_lines(ev: dict) -> list[str]:
 
 
 def override_eval(config: ExperimentConfig, **fields) -> ExperimentConfig:
-    """``config`` with the ``eval`` fields given (those that are not None) replaced."""
-    return config.replace(eval={k: v for k, v in fields.items() if v is not None})
+    """``config`` with the ``eval`` fields given (those that are not None) replaced, refused where its trials
+    exceed the model's (``experiments.run.check_trials``)."""
+    config = config.replace(eval={k: v for k, v in fields.items() if v is not None})
+    check_trials(config)
+    return config
 
 
 def evaluate_run(run_dir: Path, *, checkpoint: Checkpoint = "latest", task: str | None = None,

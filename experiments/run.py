@@ -153,6 +153,30 @@ def check_task(config: ExperimentConfig, data: DataSummary, field: str = "data.t
                          f"{data.action_dim}{' (discrete)' if data.discrete else ''}")
 
 
+def check_trials(config: ExperimentConfig) -> None:
+    """Refuses contexts of more trajectories than the model embeds (``model.max_trajectories``), in training
+    (``sampler.num_trajectories``) and in evaluation (the trials one context holds: ``eval.num_trials``, or
+    ``eval.context_trials`` where that is fewer), before anything is compiled: an index past the embedding
+    would train into a NaN loss or act on garbage."""
+    most = config.model.max_trajectories
+    if config.sampler.num_trajectories > most:
+        raise ValueError(f"sampler.num_trajectories={config.sampler.num_trajectories} exceeds "
+                         f"model.max_trajectories={most}, the trajectories the model embeds; raise "
+                         "model.max_trajectories or lower sampler.num_trajectories")
+    ev = config.eval
+    if ev.reset_context_each_trial:
+        return
+    if ev.context_trials is not None and ev.context_trials < config.num_trials:
+        name, count = "eval.context_trials", ev.context_trials
+    else:
+        name = "eval.num_trials" + ("" if ev.num_trials else " (by default sampler.num_trajectories)")
+        count = config.num_trials
+    if count > most:
+        raise ValueError(f"{name}={count} exceeds model.max_trajectories={most}, the trajectories the model "
+                         f"embeds: one context cannot hold more trials; lower {name.split()[0]}, or set "
+                         "eval.context_trials to condition on only the last ones")
+
+
 def on_task(config: ExperimentConfig, task: str | None, data: DataSummary) -> ExperimentConfig:
     """``config`` evaluated on ``task``, another task of the run's family (e.g. a hidden-task family's train
     goals for a run evaluated on held-out ones); ``config`` itself for None.

@@ -25,7 +25,7 @@ import time
 from experiments.cli import EXPECTED_ERRORS, ConfigArg, DistributedArgs, JobError, PresetArg, fail, parse
 from experiments.config import ExperimentConfig
 from experiments.presets import DEFAULT_PRESET
-from experiments.run import DataSummary, RunDir, check_task, is_writer
+from experiments.run import DataSummary, RunDir, check_task, check_trials, is_writer
 
 
 class NonFiniteLoss(JobError):
@@ -162,6 +162,7 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
     from experiments.pipeline import load_episodes
 
     envs.task_spec(config.data.task)  # an unknown task fails now, before anything is read or written
+    check_trials(config)
     if (summary := finished_summary(config)) is not None and until is None:
         return {**summary, "already_finished": True}
     episodes = load_episodes(config.data) if episodes is None else episodes
