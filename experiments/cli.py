@@ -7,7 +7,9 @@ one of its fields (tyro), and ``--distributed.*`` joins several processes into o
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Literal
 
 import tyro
@@ -62,7 +64,9 @@ class DistributedArgs:
     local_device_ids: tuple[int, ...] | None = None
 
     def initialize(self) -> None:
-        """Joins the runtime (a no-op unless enabled); must run before any other JAX call."""
+        """Prepares the JAX runtime: the persistent compilation cache (``enable_compilation_cache``), then
+        joins the processes (only when enabled); must run before any other JAX call."""
+        enable_compilation_cache()
         if not self.enable:
             if self.coordinator is not None or self.num_processes is not None or self.process_id is not None:
                 raise ValueError("--distributed.coordinator/num-processes/process-id need --distributed.enable")
@@ -76,6 +80,25 @@ class DistributedArgs:
         jax.distributed.initialize(coordinator_address=self.coordinator, num_processes=self.num_processes,
                                    process_id=self.process_id,
                                    local_device_ids=list(self.local_device_ids) if self.local_device_ids else None)
+
+
+def enable_compilation_cache() -> Path:
+    """Turns on JAX's persistent compilation cache for a job, so that a rerun (or a run of the same sizes)
+    loads its programs instead of compiling them again: in ``JAX_COMPILATION_CACHE_DIR`` where that is set,
+    else ``$XDG_CACHE_HOME/ringrl/jax`` (``~/.cache/ringrl/jax``). Programs that compile in under half a
+    second are not kept (``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` overrides): they are cheaper to redo.
+
+    Returns:
+      The cache directory.
+    """
+    import jax
+
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ringrl" / "jax"
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return Path(path)
 
 
 def preset_from_argv(argv: list[str]) -> str:

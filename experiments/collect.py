@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from experiments.cli import EXPECTED_ERRORS, fail
+from experiments.cli import EXPECTED_ERRORS, enable_compilation_cache, fail
 from experiments.collection.collector import CollectConfig, collect, data_dir, load_episodes
 
 __all__ = ["CollectConfig", "collect", "data_dir", "load_episodes", "main"]
@@ -20,6 +20,7 @@ __all__ = ["CollectConfig", "collect", "data_dir", "load_episodes", "main"]
 
 def main(config: CollectConfig) -> int:
     try:
+        enable_compilation_cache()
         log = collect(config)
     except EXPECTED_ERRORS as error:
         return fail(error)

@@ -21,7 +21,7 @@ import numpy as np
 
 from experiments.cli import EXPECTED_ERRORS, DistributedArgs, fail
 from experiments.config import ExperimentConfig
-from experiments.run import Checkpoint, DataSummary, RunDir, check_trials, on_task, report_dir
+from experiments.run import Checkpoint, DataSummary, RunDir, check_trials, is_writer, on_task, report_dir
 
 
 class VideoRecorder:
@@ -114,6 +114,15 @@ def random_actor(config: ExperimentConfig, data: DataSummary) -> Actor:
         num_envs, data.action_dim, seed=config.eval.seed, num_actions=num_actions), None)
 
 
+def _progress(what: str, steps: int):
+    """A bar over an evaluation's environment steps (its first one compiles the policy), shown only where
+    the evaluation takes more than two seconds, by process 0, and removed when it ends."""
+    from tqdm import tqdm
+
+    return tqdm(total=steps, desc=what, unit="step", delay=2.0, leave=False, disable=not is_writer(),
+                dynamic_ncols=True)
+
+
 def evaluate_params(config: ExperimentConfig, params, model, data: DataSummary, *, recorder=None) -> dict:
     """``rollout`` of the trained model."""
     return rollout(config, model_actor(config, params, model, data), data, recorder=recorder)
@@ -141,17 +150,22 @@ def rollout(config: ExperimentConfig, actor: Actor, data: DataSummary, *, record
                                 observe_task=config.data.observe_task)
     trials = config.num_trials
     outcomes = _Outcomes(trials, ev.num_envs, recorder)
-    if ev.reset_context_each_trial:  # one policy (one compilation); its context is emptied before each trial
-        single = actor.make(ev.num_envs, batch_env.episode_length, 1)
-        rows = []
-        for trial in range(trials):
-            single.reset()
-            outcomes.offset = trial
-            rows.append(run_trials(single, batch_env, 1, observer=outcomes))
-        returns = np.concatenate(rows)
-    else:
-        returns = run_trials(actor.make(ev.num_envs, batch_env.episode_length, trials), batch_env, trials,
-                             observer=outcomes)
+    bar = _progress(f"evaluating on {config.data.task}: {ev.num_envs} environments x {trials} trials",
+                    trials * batch_env.episode_length)
+    try:
+        if ev.reset_context_each_trial:  # one policy (one compilation); its context is emptied before each trial
+            single = actor.make(ev.num_envs, batch_env.episode_length, 1)
+            rows = []
+            for trial in range(trials):
+                single.reset()
+                outcomes.offset = trial
+                rows.append(run_trials(single, batch_env, 1, observer=outcomes, progress=bar.update))
+            returns = np.concatenate(rows)
+        else:
+            returns = run_trials(actor.make(ev.num_envs, batch_env.episode_length, trials), batch_env, trials,
+                                 observer=outcomes, progress=bar.update)
+    finally:
+        bar.close()
     hidden = envs.task_spec(config.data.task).hidden
     succeeded = envs.successes(config.data.task, outcomes.best, returns) if hidden else None
     best = envs.best_return(config.data.task, batch_env.task_parameters) if hidden else None

@@ -76,7 +76,10 @@ class MetricLog:
 
         self.config, self.last, self._pending = config, {}, None
         self.good_step = start or None  # the newest checkpoint known finite: restored, or saved by this process
-        self.bar = tqdm(total=config.train.steps, initial=start, desc=config.name, disable=quiet, dynamic_ncols=True)
+        # The first step compiles (or loads from the compilation cache) before the bar moves: it says so.
+        self.bar = tqdm(total=config.train.steps, initial=start, desc=f"{config.name} (compiling the train step)",
+                        disable=quiet, dynamic_ncols=True)
+        self._compiling = True
         self.writer = None
         if is_writer():
             from tensorboardX import SummaryWriter
@@ -86,6 +89,9 @@ class MetricLog:
 
     def push(self, step: int, metrics) -> None:
         """Logs the previous step, keeps this one for later."""
+        if self._compiling:
+            self._compiling = False
+            self.bar.set_description(self.config.name)
         self.flush()
         self._pending = (step, metrics)
 
@@ -165,7 +171,10 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
     check_trials(config)
     if (summary := finished_summary(config)) is not None and until is None:
         return {**summary, "already_finished": True}
-    episodes = load_episodes(config.data) if episodes is None else episodes
+    if episodes is None:
+        made = f"; {config.data.make} histories are written first where missing" if config.data.make != "none" else ""
+        _say(quiet, f"{config.name}: reading the data under {config.data.root}{made}")
+        episodes = load_episodes(config.data)
     setup = _setup(config, episodes)  # a setup refused here leaves no run directory behind
     run = RunDir(config.run_dir)
     with run.lock():
@@ -195,6 +204,8 @@ def _train(config, run: RunDir, episodes, setup, *, changed: list[str], force: b
 
     data, stats, model, mesh = setup
     run.check_data(data, force)
+    _say(quiet, f"{config.name}: {data.episodes} episodes; initialising the model (compiled, or loaded from the "
+                f"compilation cache in {_cache_dir()})")
     step_fn, state = make_train_step(model, config.optim, initial_state(config, model, data), mesh)
     shardings = batch_shardings(mesh, model.batch_axes, model.sequence_axis)
     checkpoints = run.checkpoints(config)
@@ -244,6 +255,18 @@ def _train(config, run: RunDir, episodes, setup, *, changed: list[str], force: b
                "eval": result, "tensorboard": str(run.path / "tb"), "checkpoints": str(run.path / "checkpoints")}
     run.write_json("summary.json", summary)
     return summary
+
+
+def _say(quiet: bool, text: str) -> None:
+    """A line on stderr about what the job is doing (where the progress bars are)."""
+    if not quiet and is_writer():
+        print(text, file=sys.stderr, flush=True)
+
+
+def _cache_dir() -> str:
+    import jax
+
+    return jax.config.jax_compilation_cache_dir or "no directory: off"
 
 
 def _resume(config: ExperimentConfig, run: RunDir, checkpoints, state, changed: list[str], quiet: bool):
