@@ -115,10 +115,27 @@ def preset_from_argv(argv: list[str]) -> str:
     return name
 
 
+def prog_name(module: str) -> str:
+    """What a job's usage lines call it: the console script it was started as (``ringrl-train``), else
+    ``python -m <module>``; never a path into the checkout.
+
+    Args:
+      module: the job's module, e.g. experiments.train ("__main__": the one ``python -m`` runs).
+    """
+    script = Path(sys.argv[0]).name
+    if script.startswith("ringrl-"):
+        return script
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else script
+    return f"python -m {module}"
+
+
 def parse(command_type, argv=None, *, description: str):
     """Parses ``argv`` into ``command_type``, a dataclass with fields ``config`` (flattened into the
     command line), ``preset`` and the command's own flags; the chosen preset supplies the defaults."""
     argv = list(sys.argv[1:] if argv is None else argv)
     name = preset_from_argv(argv)
     default = command_type(config=get_preset(name), preset=name)
-    return tyro.cli(command_type, args=argv, default=default, description=description)
+    return tyro.cli(command_type, args=argv, default=default, description=description,
+                    prog=prog_name(command_type.__module__))

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import sys
 
-from experiments.cli import EXPECTED_ERRORS, enable_compilation_cache, fail
+from experiments.cli import EXPECTED_ERRORS, enable_compilation_cache, fail, prog_name
 from experiments.collection.collector import CollectConfig, collect, data_dir, load_episodes
 
 __all__ = ["CollectConfig", "collect", "data_dir", "load_episodes", "main"]
 
 
-def main(config: CollectConfig) -> int:
+def main(argv: list[str] | CollectConfig | None = None) -> int:
+    """Collects as the command line ``argv`` (default: ``sys.argv[1:]``) or a ``CollectConfig`` asks."""
+    import tyro
+
+    config = argv if isinstance(argv, CollectConfig) else tyro.cli(
+        CollectConfig, args=argv, description=__doc__.splitlines()[0], prog=prog_name(__name__))
     try:
         enable_compilation_cache()
         log = collect(config)
@@ -31,6 +36,4 @@ def main(config: CollectConfig) -> int:
 
 
 if __name__ == "__main__":
-    import tyro
-
-    sys.exit(main(tyro.cli(CollectConfig, description=__doc__.splitlines()[0])))
+    sys.exit(main())

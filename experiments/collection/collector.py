@@ -33,9 +33,8 @@ import numpy as np
 import datasets
 import envs
 from datasets.atomic import atomic_path
-from experiments.collection import policies
 from experiments.collection.episode import play_episode
-from experiments.collection.sac import SACConfig
+from experiments.collection.sac_config import SACConfig
 
 __all__ = ["CollectConfig", "collect", "data_dir", "load_episodes", "run_episode"]
 
@@ -201,6 +200,8 @@ def _check_identity(config: CollectConfig, directory: Path) -> None:
 
 
 def _make_policy(config: CollectConfig, spec):
+    from experiments.collection import policies  # JAX and Flax: not needed to parse a command line
+
     if config.policy == "random":
         policy = policies.RandomPolicy(spec.action_dim, config.seed)
     else:
