@@ -276,6 +276,18 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def return_band(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 25th and 75th percentiles of every trial's returns [trials, envs] over environments: a spread drawn
+    from returns that happened, so it never leaves the possible returns (mean ± std does, e.g. below 0 on
+    sparse 0/1 rewards).
+
+    Returns:
+      (low [trials], high [trials]).
+    """
+    low, high = np.percentile(returns, [25, 75], axis=1)
+    return low, high
+
+
 def _plot(path: Path, result: dict) -> None:
     import matplotlib
 
@@ -284,8 +296,9 @@ def _plot(path: Path, result: dict) -> None:
 
     trials = np.arange(1, result["num_trials"] + 1)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.errorbar(trials, result["per_trial_mean_return"], yerr=result["per_trial_std_return"], marker="o", capsize=3,
-                label="agent (mean ± std over environments)")
+    low, high = return_band(np.asarray(result["returns"], np.float64))
+    ax.fill_between(trials, low, high, alpha=0.25, label="agent, 25th-75th percentile over environments")
+    ax.plot(trials, result["per_trial_mean_return"], marker="o", label="agent (mean over environments)")
     ax.axhline(result["dataset_median_return"], color="gray", linestyle="--", label="dataset median")
     ax.axhline(result["dataset_max_return"], color="black", linestyle=":", label="dataset best")
     if result.get("oracle_return") is not None:

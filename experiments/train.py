@@ -130,7 +130,7 @@ class MetricLog:
     def evaluation(self, result: dict, step: int) -> None:
         if self.writer is None:
             return
-        for trial, value in enumerate(result["per_trial_mean_return"]):
+        for trial, value in enumerate(result["per_trial_mean_return"], start=1):  # trials count from 1, as in eval.md
             self.writer.add_scalar(f"eval/trial_{trial}_mean_return", value, step)
         self.writer.add_scalar("eval/last_trial_mean_return", result["last_trial_mean_return"], step)
         self.writer.add_scalar("eval/best_of_n_mean_return", result["best_of_n_mean_return"], step)

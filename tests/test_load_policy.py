@@ -101,3 +101,30 @@ def test_evaluate_checkpoint_seed_and_another_task_of_the_family(run, tmp_path, 
     np.testing.assert_array_equal(result["tasks"], expected)  # the seed drew the goals
     assert evaluate_job.main(["--run", str(run.run_dir), "--task", "walker_walk"]) == 2
     assert "task='walker_walk' has observations of size 24" in capsys.readouterr().err
+
+
+def test_eval_plot_band_stays_within_the_returns_that_happened():
+    from experiments.evaluate import return_band
+
+    returns = np.array([[0.0, 0.0, 0.0, 10.0], [0.0, 10.0, 10.0, 10.0]])  # sparse: mean - std < 0 in trial 1
+    assert (returns.mean(axis=1) - returns.std(axis=1))[0] < 0
+    low, high = return_band(returns)
+    assert (low >= returns.min(axis=1)).all() and (high <= returns.max(axis=1)).all()
+    np.testing.assert_allclose(low, [0.0, 7.5])
+    np.testing.assert_allclose(high, [2.5, 10.0])
+
+
+def test_tensorboard_numbers_trials_from_1(run):
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for path in (run.run_dir / "tb").glob("events.*"):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):  # TFRecord: length, its CRC, the event, its CRC
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            tags |= {value.tag for value in event.summary.value}
+            offset += 16 + length
+    assert {"eval/trial_1_mean_return", "eval/trial_2_mean_return"} <= tags and "eval/trial_0_mean_return" not in tags
