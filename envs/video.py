@@ -1,23 +1,134 @@
-"""Offscreen frames of MuJoCo environments and evaluation videos (MP4 or GIF) through imageio.
+"""Frames of every task's environments and evaluation videos (MP4 or GIF) through imageio.
 
-Rendering uses MuJoCo's own offscreen renderer with the backend named by MUJOCO_GL ("egl" on headless
-Linux: Debian packages libegl1 and libgl1; "osmesa": libosmesa6). When no backend works,
-`RenderingUnavailableError` says so and how to fix it; nothing else in `envs` needs rendering.
+MuJoCo tasks render with MuJoCo's own offscreen renderer and the backend named by MUJOCO_GL ("egl" on
+headless Linux: Debian packages libegl1 and libgl1; "osmesa": libosmesa6); `choose_headless_backend` sets it
+when the user has not and there is no display. The NumPy tasks (the grids, point_nav) are drawn with NumPy
+(`envs.drawing`). `renderer_for` picks the renderer of any environment or batch. Every reason a video
+cannot be made is a `VideoUnavailableError` (`RenderingUnavailableError` for rendering), so that a caller
+can warn and go on; nothing else in `envs` needs rendering.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
+import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 DEFAULT_HEIGHT = 240
 DEFAULT_WIDTH = 320
+HEADLESS_BACKENDS = ("egl", "osmesa")  # tried in this order where there is no display
 
 
-class RenderingUnavailableError(RuntimeError):
+class VideoUnavailableError(RuntimeError):
+    """A video cannot be made in this process: no renderer, or no writer (imageio, ffmpeg)."""
+
+
+class RenderingUnavailableError(VideoUnavailableError):
     """Offscreen rendering cannot work in this process (no usable OpenGL backend)."""
+
+
+@functools.cache
+def backend_works(backend: str) -> bool:
+    """Whether MuJoCo can make an offscreen OpenGL context with ``backend`` (tried in a child process, since
+    a process picks its backend once, when mujoco is first imported)."""
+    probe = "import mujoco; context = mujoco.GLContext(16, 16); context.make_current(); context.free()"
+    environment = {k: v for k, v in os.environ.items() if k != "PYOPENGL_PLATFORM"}
+    environment["MUJOCO_GL"] = backend
+    try:
+        result = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def choose_headless_backend(probe: Callable[[str], bool] = backend_works) -> str | None:
+    """Sets MUJOCO_GL to the first of ``HEADLESS_BACKENDS`` that works, where the user has not set it, there is
+    no display (DISPLAY, WAYLAND_DISPLAY) and mujoco is not imported yet (it reads MUJOCO_GL once, at import).
+
+    Args:
+      probe: ``probe(backend) -> bool``, whether a backend works (default: `backend_works`).
+
+    Returns:
+      The backend set, or None where nothing was changed.
+    """
+    if "MUJOCO_GL" in os.environ or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    if sys.platform != "linux" or "mujoco" in sys.modules:
+        return None
+    for backend in HEADLESS_BACKENDS:
+        if probe(backend):
+            os.environ["MUJOCO_GL"] = backend
+            return backend
+    return None
+
+
+def check_video_writer(path: str) -> str:
+    """The file a video for ``path`` can be written to here, checked before any rollout: ``path`` itself, or
+    for an MP4 without ffmpeg (imageio-ffmpeg) the same name as a GIF (Pillow).
+
+    Raises:
+      VideoUnavailableError: imageio is missing, or neither ffmpeg nor Pillow is there.
+      ValueError: naming ``path`` when it is not a .mp4 or .gif file.
+    """
+    stem, suffix = os.path.splitext(path)
+    if suffix.lower() not in (".mp4", ".gif"):
+        raise ValueError(f"path: expected a .mp4 or .gif file, got {path!r}")
+    try:
+        import imageio  # noqa: F401
+    except ImportError as error:
+        raise VideoUnavailableError(f"imageio is not installed ({error}); install the video extra "
+                                    "(pip install 'ringrl[video]')") from error
+    if suffix.lower() == ".mp4":
+        try:
+            import imageio_ffmpeg
+
+            imageio_ffmpeg.get_ffmpeg_exe()
+            return path
+        except (ImportError, RuntimeError):
+            pass  # no ffmpeg: a GIF where Pillow is there
+    try:
+        import PIL  # noqa: F401
+    except ImportError as error:
+        raise VideoUnavailableError(f"no video writer: imageio-ffmpeg (MP4) and Pillow (GIF) are both missing "
+                                    f"({error}); install the video extra (pip install 'ringrl[video]')") from error
+    return stem + ".gif"
+
+
+def renderer_for(env: Any, index: int = 0, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH):
+    """The renderer of one environment: MuJoCo's (`FrameRenderer`) for dm_control and gymnasium tasks, a NumPy
+    drawing (`envs.drawing.SchematicRenderer`) for the grids and point_nav.
+
+    Args:
+      env: an environment from `envs.make`, or a batch from `envs.make_batch` (then ``index`` picks one).
+      index: which environment of a batch.
+      height, width: frame size in pixels.
+
+    Returns:
+      An object with ``render() -> uint8 [height, width, 3]`` and ``close()``.
+
+    Raises:
+      VideoUnavailableError: naming the environment where nothing can render it (or
+        `RenderingUnavailableError` where OpenGL is unavailable).
+    """
+    from envs import drawing, registry
+    from envs.relabel import physics_state
+
+    spec = getattr(env, "spec", None)
+    batch = hasattr(env, "num_envs")
+    if isinstance(spec, registry.TaskSpec) and spec.kind == registry.NUMPY:
+        if batch:
+            return drawing.SchematicRenderer(spec.domain, lambda: env.physics_states()[index],
+                                             env.task_parameters[index], height, width)
+        return drawing.SchematicRenderer(spec.domain, lambda: physics_state(env), env.task_parameter, height, width)
+    single = env.envs[index] if batch else env
+    try:
+        return FrameRenderer(single, height, width)
+    except ValueError as error:
+        raise VideoUnavailableError(f"no renderer for {getattr(spec, 'name', type(env).__name__)}: {error}") from None
 
 
 def _model_and_data(env: Any):
@@ -70,7 +181,7 @@ class FrameRenderer:
         self._camera = camera
         try:
             self._renderer = mujoco.Renderer(self._model, int(height), int(width))
-        except (RuntimeError, AttributeError, ImportError, OSError) as error:
+        except (RuntimeError, AttributeError, ImportError, OSError, mujoco.FatalError) as error:
             backend = os.environ.get("MUJOCO_GL", "<unset>")
             raise RenderingUnavailableError(
                 f"offscreen rendering is unavailable (MUJOCO_GL={backend}): {error}. "
@@ -80,8 +191,14 @@ class FrameRenderer:
 
     def render(self) -> np.ndarray:
         """Returns uint8 [height, width, 3], the current state seen from the camera."""
-        self._renderer.update_scene(self._data, camera=self._camera)
-        return self._renderer.render().copy()
+        import mujoco
+
+        try:
+            self._renderer.update_scene(self._data, camera=self._camera)
+            return self._renderer.render().copy()
+        except mujoco.FatalError as error:
+            raise RenderingUnavailableError(f"offscreen rendering failed (MUJOCO_GL="
+                                            f"{os.environ.get('MUJOCO_GL', '<unset>')}): {error}") from error
 
     def close(self) -> None:
         self._renderer.close()
@@ -145,7 +262,7 @@ def record_episodes(env: Any, policy: Callable[[np.ndarray], np.ndarray], path: 
       fps: frames per second of the video.
       height: frame height.
       width: frame width.
-      camera: as in `FrameRenderer`.
+      camera: as in `FrameRenderer` (MuJoCo tasks only; None: `renderer_for`'s choice for any task).
 
     Returns:
       The undiscounted return of each episode.
@@ -156,7 +273,8 @@ def record_episodes(env: Any, policy: Callable[[np.ndarray], np.ndarray], path: 
     if not isinstance(num_episodes, (int, np.integer)) or num_episodes < 1:
         raise ValueError(f"num_episodes: expected a positive integer, got {num_episodes!r}")
     frames, returns = [], []
-    with FrameRenderer(env, height, width, camera) as renderer:
+    renderer = FrameRenderer(env, height, width, camera) if camera is not None else renderer_for(env, 0, height, width)
+    try:
         for _ in range(num_episodes):
             timestep = env.reset()
             frames.append(renderer.render())
@@ -166,5 +284,7 @@ def record_episodes(env: Any, policy: Callable[[np.ndarray], np.ndarray], path: 
                 total += float(timestep.reward)
                 frames.append(renderer.render())
             returns.append(total)
+    finally:
+        renderer.close()
     write_video(frames, path, fps)
     return returns

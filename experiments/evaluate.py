@@ -24,30 +24,48 @@ from experiments.config import ExperimentConfig
 from experiments.run import Checkpoint, DataSummary, RunDir, check_trials, is_writer, on_task, report_dir
 
 
+VIDEO_NAME = "eval_trial1.mp4"  # a GIF of the same name where ffmpeg is missing
+
+
 class VideoRecorder:
     """Renders one environment of an evaluation while it is evaluated (a ``run_trials`` observer).
 
     The video is the evaluated trial itself: same policy, same rewards in its context, same actions,
-    which it keeps in ``actions`` [steps, act].
+    which it keeps in ``actions`` [steps, act]. A renderer that cannot start or fails midway
+    (``envs.video.VideoUnavailableError``) stops the recording with one warning (kept in ``problem``); the
+    evaluation goes on.
     """
 
     def __init__(self, env_index: int = 0, trial: int = 0):
         self.env_index, self.trial = env_index, trial
-        self.frames, self.actions, self._renderer = [], [], None
+        self.frames, self.actions, self._renderer, self.problem = [], [], None, None
 
     def begin(self, trial, batch_env) -> None:
-        if trial != self.trial:
+        if trial != self.trial or self.problem:
             return
-        import envs
+        from envs import video
 
-        self._renderer = envs.FrameRenderer(batch_env.envs[self.env_index])
-        self.frames.append(self._renderer.render())
+        self._guarded(lambda: setattr(self, "_renderer", video.renderer_for(batch_env, self.env_index)))
 
     def step(self, trial, batch_env, actions, rewards, active) -> None:
-        if trial != self.trial or not active[self.env_index]:
+        if trial != self.trial or self._renderer is None or not active[self.env_index]:
             return
         self.actions.append(np.asarray(actions[self.env_index]))
-        self.frames.append(self._renderer.render())
+        self._guarded(None)
+
+    def _guarded(self, start) -> None:
+        """Starts the renderer (``start``) and/or renders a frame; a video problem becomes a warning."""
+        from envs import video
+
+        try:
+            if start is not None:
+                start()
+            self.frames.append(self._renderer.render())
+        except video.VideoUnavailableError as error:
+            self.problem = str(error)
+            print(f"WARNING: video: {error}; evaluating without it", file=sys.stderr)
+            self.close()
+            self.frames = []
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -210,26 +228,47 @@ def evaluate(config: ExperimentConfig, params, model, data: DataSummary, out: Ru
 def evaluate_actor(config: ExperimentConfig, actor: Actor, data: DataSummary, out: RunDir, *,
                    extra: dict | None = None) -> dict:
     """``rollout`` (plus ``extra`` fields) with the reports and the video, if asked for, in ``out``."""
-    import envs
-
-    recorder = None
-    if config.eval.video:
-        recorder = VideoRecorder()
+    recorder, video_path = _video_recorder(config, out)
     try:
         result = rollout(config, actor, data, recorder=recorder)
-    except envs.RenderingUnavailableError as error:
-        print(f"video: {error}; evaluating without it", file=sys.stderr)
-        recorder = None
-        result = rollout(config, actor, data)
     finally:
         if recorder is not None:
             recorder.close()
     if recorder is not None and recorder.frames:
-        path = out.write("eval_trial1.mp4", lambda p: envs.write_video(recorder.frames, str(p)))
-        result["video"] = str(path)
+        result["video"] = _write_video(out, video_path, recorder.frames)
+    elif recorder is not None:
+        result["video_problem"] = recorder.problem or "no frame was rendered"
     result.update(extra or {})
     write_reports(out, result)
     return result
+
+
+def _video_recorder(config: ExperimentConfig, out: RunDir):
+    """(recorder, file name) for ``eval.video``, with the writer checked and a headless OpenGL backend chosen
+    before the rollout; (None, None) without video, or with a warning where no video can be written."""
+    if not config.eval.video:
+        return None, None
+    from envs import video
+
+    video.choose_headless_backend()
+    try:
+        name = Path(video.check_video_writer(str(out.path / VIDEO_NAME))).name
+    except video.VideoUnavailableError as error:
+        print(f"WARNING: video: {error}; evaluating without it", file=sys.stderr)
+        return None, None
+    return VideoRecorder(), name
+
+
+def _write_video(out: RunDir, name: str, frames) -> str | None:
+    """Writes the video; a failure to (a broken ffmpeg, a full disk) only warns: the reports come first."""
+    import envs
+
+    try:
+        return str(out.write(name, lambda path: envs.write_video(frames, str(path))))
+    except (OSError, RuntimeError, ValueError) as error:
+        print(f"WARNING: video: writing {out.path / name} failed ({type(error).__name__}: {error}); the "
+              "reports are written without it", file=sys.stderr)
+        return None
 
 
 def _normalized(task: str, returns: np.ndarray):

@@ -35,6 +35,11 @@ from experiments.cli import JobError
 from experiments.config import ExperimentConfig, differences
 
 
+# Fields that only add to an evaluation's reports (a video, the random policy's line beside the agent's): a
+# rerun that changes them resumes the run (and evaluates again) without --force.
+EVALUATION_ONLY = frozenset({"eval.video", "eval.random_floor"})
+
+
 class RunLockedError(JobError):
     """Another process holds the run directory."""
 
@@ -257,11 +262,12 @@ class RunDir:
 
     def check_config(self, config: ExperimentConfig, force: bool = False) -> list[str]:
         """The fields (``section.field: old -> new``) where the run on disk was made with another config;
-        [] for a new run or the same config. Refused unless ``force``."""
+        [] for a new run or the same config. Refused unless ``force``. Fields of ``EVALUATION_ONLY`` never
+        count: they change no checkpoint and no score."""
         saved = self.path / "config.json"
         if not saved.is_file():
             return []
-        changed = differences(self.saved_config(), config)
+        changed = [c for c in differences(self.saved_config(), config) if c.split(":")[0] not in EVALUATION_ONLY]
         if changed and not force:
             raise ValueError(f"{self.path} was made with a different config ({', '.join(changed)}); choose another "
                              "--name, or pass --force to resume it with the new one where its checkpoints fit")

@@ -169,6 +169,8 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
 
     envs.task_spec(config.data.task)  # an unknown task fails now, before anything is read or written
     check_trials(config)
+    if config.eval.video:  # MUJOCO_GL is read once, when mujoco is first imported (reading data may do it)
+        envs.video.choose_headless_backend()
     if (summary := finished_summary(config)) is not None and until is None:
         return {**summary, "already_finished": True}
     if episodes is None:

@@ -214,10 +214,10 @@ def test_video_is_the_evaluated_trial(data_root, tmp_path):
     recorder = evaluate_job.VideoRecorder()
     try:
         filmed = evaluate_job.evaluate_params(config, state.params, model, run.data(), recorder=recorder)
-    except envs.RenderingUnavailableError as error:
-        pytest.skip(f"no offscreen rendering: {error}")
     finally:
         recorder.close()
+    if recorder.problem:  # a video problem only warns; the rollout went on without frames
+        pytest.skip(f"no offscreen rendering: {recorder.problem}")
     assert filmed["returns"] == plain["returns"]  # recording changes nothing of the rollout
     length = envs.make(config.data.task, seed=0, action_repeat=config.data.action_repeat).episode_length
     assert len(recorder.actions) == len(log.actions) == length
