@@ -23,7 +23,7 @@ from datasets.atomic import atomic_path
 from datasets.episodes import BadEpisodeError, Episodes, checked, collect
 from datasets.trajectory import Trajectory
 
-__all__ = ["load", "save", "dataset_path"]
+__all__ = ["load", "save", "dataset_path", "env_id"]
 
 _EPISODE_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
 _INSTALL_HINT = "install the optional extra: pip install 'ringrl[minari]'"
@@ -67,7 +67,13 @@ def load(dataset_id: str, *, reader: str = "minari", root: str | os.PathLike | N
 
     Returns:
         Episodes in episode-id order, each with ``final_observation``.
+
+    A ``dataset_id`` that is a dataset's own directory (holding ``data/main_data.hdf5``) is read by the HDF5
+    reader, whatever ``reader`` says.
     """
+    directory = Path(dataset_id).expanduser()
+    if root is None and directory.is_dir():
+        return _load_hdf5(directory, skip_bad)
     if reader == "minari":
         if root is not None:
             raise ValueError("root is only for reader='hdf5'; the minari package reads MINARI_DATASETS_PATH")
@@ -75,6 +81,33 @@ def load(dataset_id: str, *, reader: str = "minari", root: str | os.PathLike | N
     if reader == "hdf5":
         return _load_hdf5(dataset_path(dataset_id, root), skip_bad)
     raise ValueError(f"reader must be 'minari' or 'hdf5', got {reader!r}")
+
+
+def env_id(dataset: str, root: str | os.PathLike | None = None) -> str | None:
+    """The gymnasium id of the environment a local dataset was collected in: ``env_spec`` of its
+    ``data/metadata.json`` (a JSON string, or an object, with an ``id``); None where it records none.
+
+    Args:
+        dataset: a dataset's directory, or its id under ``root``.
+        root: as for ``dataset_path``.
+
+    Raises:
+        ValueError: naming the file when its metadata or env_spec is not JSON.
+    """
+    directory = Path(dataset).expanduser()
+    if not directory.is_dir():
+        directory = dataset_path(dataset, root)
+    path = directory / "data" / "metadata.json"
+    if not path.is_file():
+        return None
+    try:
+        spec = json.loads(path.read_text()).get("env_spec")
+        if isinstance(spec, str):
+            spec = json.loads(spec)
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{path}: its metadata or env_spec is not valid JSON ({error})") from error
+    found = spec.get("id") if isinstance(spec, dict) else None
+    return found if isinstance(found, str) and found else None
 
 
 def _load_with_package(dataset_id: str, skip_bad: bool) -> Episodes:
@@ -150,7 +183,7 @@ def _trajectory(source: str, arrays: dict) -> Trajectory:
 
 
 def save(dataset_id: str, trajectories, *, root: str | os.PathLike | None = None,
-         num_actions: int | None = None) -> Path:
+         num_actions: int | None = None, env_id: str | None = None) -> Path:
     """Write trajectories as a local Minari dataset (HDF5 layout of minari 0.5, with ``metadata.json``).
 
     Args:
@@ -158,6 +191,7 @@ def save(dataset_id: str, trajectories, *, root: str | os.PathLike | None = None
         trajectories: sequence of Trajectory, each with ``final_observation``.
         root: the datasets directory (``None``: ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``).
         num_actions: discrete actions only, and required there: the size of the ``Discrete`` action space.
+        env_id: the gymnasium id the episodes were collected in, kept as ``env_spec`` (what Minari records).
 
     Returns:
         The path of the written ``main_data.hdf5``.
@@ -196,6 +230,8 @@ def save(dataset_id: str, trajectories, *, root: str | os.PathLike | None = None
         "action_space": action_space,
         "minari_version": "0.5.4",
     }
+    if env_id is not None:
+        metadata["env_spec"] = json.dumps({"id": env_id})
     with atomic_path(data_dir / "metadata.json") as temporary:
         temporary.write_text(json.dumps(metadata))
     return path

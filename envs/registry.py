@@ -3,15 +3,20 @@
 Names follow ExoRL (`walker_walk`, `jaco_reach_top_left`, ...) for the dm_control-based tasks and D4RL
 (`halfcheetah`, `hopper`, `walker2d`) for the gymnasium MuJoCo tasks. A gymnasium task may carry its
 version (`hopper-v5`); the bare name means v4, the closest to the gym v2 environments that produced the
-D4RL data. Results must name the version, so `canonical_name("hopper") == "hopper-v4"`.
+D4RL data. Results must name the version, so `canonical_name("hopper") == "hopper-v4"`. Any other
+gymnasium MuJoCo id (`Ant-v4`, `InvertedPendulum-v4`) is a task too, its `TaskSpec` read from the
+environment's own spaces the first time it is named.
 
-Nothing here imports a simulator.
+Nothing here imports a simulator, except to read the spaces of a gymnasium id the table does not hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import re
+import warnings
 from typing import Literal
 
 DM_CONTROL = "dm_control"
@@ -178,10 +183,54 @@ def canonical_name(name: str) -> str:
     key = _ALIASES.get(key, key)
     if key in _TABLE:
         return key
+    if (spec := gymnasium_spec(name.strip())) is not None:
+        return spec.name
     known = list(_TABLE) + list(_ALIASES)
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"name: unknown task {name!r}.{hint} Known tasks: {', '.join(known)}.")
+    raise ValueError(f"name: unknown task {name!r}.{hint} Known tasks: {', '.join(known)}, or any gymnasium "
+                     "MuJoCo id (e.g. Ant-v4).")
+
+
+@functools.cache
+def gymnasium_spec(env_id: str) -> TaskSpec | None:
+    """The `TaskSpec` of a gymnasium MuJoCo id from its environment's spaces (made once, then closed); None
+    for a name that is not a registered gymnasium MuJoCo id (or without gymnasium).
+
+    Args:
+      env_id: a gymnasium id, e.g. "Ant-v4" (case as gymnasium registers it).
+
+    Returns:
+      A `TaskSpec` named `env_id` (kind "gymnasium", domain `env_id`), or None.
+
+    Raises:
+      ValueError: naming `env_id` when it is a MuJoCo environment whose observations or actions are not
+        flat boxes.
+    """
+    if not re.fullmatch(r"[A-Za-z][\w.:/-]*-v\d+", env_id):
+        return None
+    try:
+        import gymnasium
+    except ImportError:
+        return None
+    registered = gymnasium.envs.registry.get(env_id)
+    entry = getattr(registered, "entry_point", None)
+    if not isinstance(entry, str) or not entry.startswith("gymnasium.envs.mujoco"):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # older versions warn that they are out of date
+        env = gymnasium.make(env_id, disable_env_checker=True)
+    try:
+        obs, act, model = env.observation_space, env.action_space, env.unwrapped.model
+        if not (isinstance(obs, gymnasium.spaces.Box) and isinstance(act, gymnasium.spaces.Box)
+                and len(obs.shape) == 1 and len(act.shape) == 1):
+            raise ValueError(f"name: {env_id!r} has observations {obs} and actions {act}; only flat Box spaces "
+                             "are supported")
+        length = registered.max_episode_steps or 1000
+        return TaskSpec(env_id, GYMNASIUM, env_id, "", int(obs.shape[0]), int(act.shape[0]),
+                        int(model.nq + model.nv), int(length))
+    finally:
+        env.close()
 
 
 def task_spec(name: str) -> TaskSpec:
@@ -196,7 +245,8 @@ def task_spec(name: str) -> TaskSpec:
     Raises:
       ValueError: naming `name` when the task is unknown.
     """
-    return _TABLE[canonical_name(name)]
+    name = canonical_name(name)
+    return _TABLE[name] if name in _TABLE else gymnasium_spec(name)
 
 
 def best_return(name: str, tasks):

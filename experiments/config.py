@@ -25,11 +25,14 @@ class DataConfig:
     """Where the episodes come from and which task they are evaluated on.
 
     Attributes:
-      format: "exorl" (root/domain/algo/buffer/*.npz), "d4rl" (an HDF5 file) or "minari" (a dataset id).
-      root: the ExoRL root directory, the D4RL file, or the Minari dataset id.
+      format: "exorl" (root/domain/algo/buffer/*.npz), "d4rl" (an HDF5 file) or "minari" (a dataset id, or a
+        dataset's own directory, read by the HDF5 reader).
+      root: the ExoRL root directory, the D4RL file, or the Minari dataset id or directory.
       domain: the ExoRL domain directory (e.g. walker).
       algo: the ExoRL algorithm directory (e.g. proto).
-      task: the envs task the agent is evaluated on (and, with relabel, the reward relabelled for).
+      task: the envs task the agent is evaluated on (and, with relabel, the reward relabelled for): any name of
+        ``envs.list_tasks()`` or gymnasium MuJoCo id (Ant-v4); "from_data" (the own-data presets): the task a
+        Minari dataset's env_spec names (``experiments.own_data``).
       relabel: recompute rewards for task from the stored physics states (ExoRL).
       max_episodes: read at most this many episodes.
       action_repeat: the action repeat the data was collected with; evaluation uses the same.

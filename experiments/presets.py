@@ -189,6 +189,12 @@ def _build() -> dict[str, Preset]:
             config = _d4rl(env, dataset)
             base[config.name] = Preset(config, f"{train} {config.name} --data.root "
                                                f"~/.d4rl/datasets/{env}_{dataset}-v2.hdf5")
+    # Your own file (experiments/own_data.py): nothing task-specific; the task from the data or --data.task.
+    from experiments.own_data import own_data_config
+
+    base["d4rl_file"] = Preset(own_data_config("d4rl"), f"{train} d4rl_file --data.root my.hdf5 --data.task Ant-v4")
+    base["minari_file"] = Preset(own_data_config("minari"), f"{train} minari_file --data.root <dataset directory>   "
+                                                            "(its task from its env_spec)")
     presets = dict(base)
     for name, preset in base.items():
         presets[f"{name}_tiny"] = Preset(_tiny(preset.config), f"{train} {name}_tiny   (seconds)")

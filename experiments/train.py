@@ -24,7 +24,8 @@ import time
 
 from experiments.cli import EXPECTED_ERRORS, ConfigArg, DistributedArgs, JobError, PresetArg, fail, parse
 from experiments.config import ExperimentConfig
-from experiments.presets import DEFAULT_PRESET
+from experiments.own_data import check_inherited
+from experiments.presets import DEFAULT_PRESET, get_preset
 from experiments.run import DataSummary, RunDir, check_task, check_trials, is_writer
 
 
@@ -165,8 +166,10 @@ def train(config: ExperimentConfig, *, force: bool = False, evaluate_at_end: boo
       A finished run is not trained again: its saved summary is returned.
     """
     import envs
+    from experiments.own_data import resolve_task
     from experiments.pipeline import load_episodes
 
+    config = resolve_task(config)  # the own-data presets: the task the data names
     envs.task_spec(config.data.task)  # an unknown task fails now, before anything is read or written
     check_trials(config)
     if config.eval.video:  # MUJOCO_GL is read once, when mujoco is first imported (reading data may do it)
@@ -332,6 +335,7 @@ def main(argv=None) -> int:
 
     try:
         command = parse(TrainCommand, argv, description=__doc__.splitlines()[0])
+        check_inherited(command.preset, get_preset(command.preset), command.config)
         command.distributed.initialize()
         summary = train(command.config, force=command.force)
     except EXPECTED_ERRORS as error:
