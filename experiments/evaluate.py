@@ -22,6 +22,7 @@ import numpy as np
 from experiments.cli import EXPECTED_ERRORS, DistributedArgs, fail, prog_name
 from experiments.config import ExperimentConfig
 from experiments.run import Checkpoint, DataSummary, RunDir, check_trials, is_writer, on_task, report_dir
+from experiments.sweep_report import spread
 
 
 VIDEO_NAME = "eval_trial1.mp4"  # a GIF of the same name where ffmpeg is missing
@@ -347,11 +348,33 @@ def _plot(path: Path, result: dict) -> None:
     ax.set_xlabel("trial")
     ax.set_ylabel("return")
     ax.set_xticks(trials)
-    ax.set_title(result["task"])
-    ax.legend(fontsize=7)
+    handles, labels = ax.get_legend_handles_labels()
+    success = result.get("per_trial_success_rate")
+    if success:  # on its own axis: a rate in [0, 1] beside returns of any scale
+        rate = ax.twinx()
+        rate.plot(trials, success, color="tab:purple", marker="s", linestyle="--", label="agent success rate")
+        if floor and floor.get("per_trial_success_rate"):
+            rate.plot(trials, floor["per_trial_success_rate"], color="tab:pink", linestyle=":",
+                      label="uniform random success rate")
+        rate.set_ylim(-0.02, 1.02)
+        rate.set_ylabel("success rate")
+        more = rate.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.set_title(plot_title(result), fontsize=9)
+    ax.legend(handles, labels, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
+
+
+def plot_title(result: dict) -> str:
+    """eval.png's title: the evaluated task and its size, the last trial's success rate and the random floor."""
+    parts = [f"{result['task']}: {result['num_envs']} envs x {result['num_trials']} trials"]
+    if success := result.get("per_trial_success_rate"):
+        parts.append(f"last-trial success {success[-1]:.0%}")
+    if floor := result.get("random_floor"):
+        parts.append(f"random floor {floor['last_trial_mean_return']:.2f}")
+    return "; ".join(parts)
 
 
 def summary_table(summary: dict) -> str:
@@ -388,11 +411,11 @@ def _per_trial_lines(ev: dict) -> list[str]:
     if not success:
         return []
     floor, oracle = ev.get("random_floor"), ev.get("oracle_return")
-    header = "| trial | return (mean ± std) | success |" + (" random |" if floor else "") + (" oracle |" if oracle else "")
+    header = "| trial | return (mean" + (" ± std" if ev["num_envs"] > 1 else "") + ") | success |" + (" random |" if floor else "") + (" oracle |" if oracle else "")
     lines = ["", f"Per trial on {ev['task']} ({ev['num_envs']} environments):", "", header,
              "|" + "---|" * (header.count("|") - 1)]
     for i, (mean, std) in enumerate(zip(ev["per_trial_mean_return"], ev["per_trial_std_return"])):
-        line = f"| {i + 1} | {mean:.2f} ± {std:.2f} | {success[i]:.0%} |"
+        line = f"| {i + 1} | {spread(mean, std if ev['num_envs'] > 1 else None, '.2f')} | {success[i]:.0%} |"
         if floor:
             line += f" {floor['per_trial_mean_return'][i]:.2f} |"
         if oracle is not None:

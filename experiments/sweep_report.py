@@ -37,6 +37,16 @@ def in_context_family(method: str) -> str | None:
     return family if k and family in IN_CONTEXT_LABELS else None
 
 
+def spread(mean: float, std: float | None, fmt: str = ".1f") -> str:
+    """``"mean ± std"``, or the mean alone where there is no spread to show (``std`` None: one seed)."""
+    return f"{mean:{fmt}}" if std is None else f"{mean:{fmt}} ± {std:{fmt}}"
+
+
+def _std(entry: dict, value: float) -> float | None:
+    """A std over seeds, None for one seed (it is 0 by construction, not a measured spread)."""
+    return value if entry["seeds"] > 1 else None
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
     """Mean and std over seeds for each method (per-trial curves included)."""
     out = []
@@ -74,16 +84,16 @@ def markdown(rows: list[dict]) -> str:
         trained = e["method"] != "random"  # the floor reads no context and trains on nothing
         context = f"{e['trajectories']} | {e['batch_size']} x {e['context_steps']}" if trained else "none | none"
         lines.append(f"| {label(e['method'])} | {context} | {e['seeds']} | {e['trials']} | "
-                     + " | ".join(f"{e[f'{key}_mean_return']:.{digits}f} ± {e[f'{key}_std']:.{digits}f}"
+                     + " | ".join(spread(e[f"{key}_mean_return"], _std(e, e[f"{key}_std"]), f".{digits}f")
                                   for key in ("first_trial", "last_trial", "best_of_n"))
                      + f" | {e['cpu_minutes']:.1f} |")
     per_trial = digits - 1
     lines += _per_trial(summary, "Per-trial mean return (AT conditions each trial on the earlier ones):",
-                        "per_trial_mean", "per_trial_std", lambda m, s: f"{m:.{per_trial}f} ± {s:.{per_trial}f}")
+                        "per_trial_mean", "per_trial_std", lambda m, s: spread(m, s, f".{per_trial}f"))
     if all("per_trial_success_mean" in e for e in summary):
         lines += _per_trial(summary, "Per-trial success rate, % (a step rewarded at least envs.SUCCESS_REWARD):",
                             "per_trial_success_mean", "per_trial_success_std",
-                            lambda m, s: f"{100 * m:.0f} ± {100 * s:.0f}")
+                            lambda m, s: spread(100 * m, None if s is None else 100 * s, ".0f"))
     total_cpu = sum(r["cpu_s"] for r in rows) / 60
     total_wall = sum(r["wall_s"] for r in rows) / 60
     lines += ["", f"{len(rows)} cells; {total_cpu:.0f} CPU minutes, {total_wall:.0f} wall minutes in all."]
@@ -95,7 +105,7 @@ def _per_trial(summary: list[dict], title: str, mean_key: str, std_key: str, cel
     lines = ["", title, "", "| method | " + " | ".join(f"trial {i + 1}" for i in range(most)) + " |",
              "|---|" + "---|" * most]
     for e in summary:
-        cells = [cell(m, s) for m, s in zip(e[mean_key], e[std_key])]
+        cells = [cell(m, _std(e, s)) for m, s in zip(e[mean_key], e[std_key])]
         lines.append(f"| {label(e['method'])} | " + " | ".join(cells + [""] * (most - len(cells))) + " |")
     return lines
 
@@ -147,11 +157,20 @@ def _plot(root: RunDir, summary: list[dict]) -> None:
     save(fig, ax, "trajectories in context", "sweep.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for e in at + baselines:
-        trials = np.arange(1, len(e["per_trial_mean"]) + 1)
-        ax.errorbar(trials, e["per_trial_mean"], yerr=e["per_trial_std"], marker="o", capsize=2,
-                    linestyle="-" if e in at else ":", label=label(e["method"]))
+    curves = at + baselines
+    for i, e in enumerate(curves):
+        # Curves that coincide (AT with k = 1 and DT) stay visible: each its own marker and dash, shifted a little.
+        trials = np.arange(1, len(e["per_trial_mean"]) + 1) + TRIAL_OFFSET * (i - (len(curves) - 1) / 2)
+        ax.errorbar(trials, e["per_trial_mean"], yerr=e["per_trial_std"] if e["seeds"] > 1 else None,
+                    marker=MARKERS[i % len(MARKERS)], markerfacecolor="none" if i % 2 else None, capsize=2,
+                    linestyle=(LINESTYLES if e in at else (":",))[i % (len(LINESTYLES) if e in at else 1)],
+                    label=label(e["method"]))
     save(fig, ax, "trial", "trials.png")
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", (0, (5, 1, 1, 1)))
+TRIAL_OFFSET = 0.06  # trials between neighbouring curves' points
 
 
 def compare(roots: list[Path], methods: list[str]) -> str:
@@ -164,7 +183,7 @@ def compare(roots: list[Path], methods: list[str]) -> str:
         for entry in aggregate(cells):
             if entry["method"] not in methods:
                 continue
-            stats = " | ".join(f"{entry[f'{key}_mean_return']:.1f} ± {entry[f'{key}_std']:.1f}"
+            stats = " | ".join(spread(entry[f"{key}_mean_return"], _std(entry, entry[f"{key}_std"]))
                                for key in ("first_trial", "last_trial", "best_of_n"))
             lines.append(f"| {Path(root).name} | {label(entry['method'])} | {entry['seeds']} | {entry['trials']} | "
                          f"{stats} | {entry['cpu_minutes']:.1f} |")

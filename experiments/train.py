@@ -86,6 +86,8 @@ class MetricLog:
             from tensorboardX import SummaryWriter
 
             self.writer = SummaryWriter(str(run.path / "tb"))
+            # The config beside the curves, at the step it takes over from (a --force resume may change it).
+            self.writer.add_text("config", "```\n" + config.to_json() + "\n```", start)
         self._tokens, self._tick = 0.0, time.perf_counter()
 
     def push(self, step: int, metrics) -> None:
@@ -135,6 +137,13 @@ class MetricLog:
             self.writer.add_scalar(f"eval/trial_{trial}_mean_return", value, step)
         self.writer.add_scalar("eval/last_trial_mean_return", result["last_trial_mean_return"], step)
         self.writer.add_scalar("eval/best_of_n_mean_return", result["best_of_n_mean_return"], step)
+        for trial, rate in enumerate(result.get("per_trial_success_rate") or [], start=1):
+            self.writer.add_scalar(f"eval/trial_{trial}_success_rate", rate, step)
+        if floor := result.get("random_floor"):
+            self.writer.add_scalar("eval/random_floor_last_trial_mean_return", floor["last_trial_mean_return"], step)
+            if floor.get("per_trial_success_rate"):
+                self.writer.add_scalar("eval/random_floor_last_trial_success_rate",
+                                       floor["per_trial_success_rate"][-1], step)
         for name, value in (result.get("normalized") or {}).items():
             if isinstance(value, float):
                 self.writer.add_scalar(f"eval/normalized_{name}", value, step)
