@@ -109,13 +109,15 @@ def allgather_attention(q, k, v, *, axis_name: str, causal: bool = True, layout:
       q: local queries [batch, block, q_heads, head_dim], placed by ``layout``.
       k, v: local keys/values [batch, block, kv_heads, head_dim], placed by ``kv_layout``.
       axis_name: the mesh axis that shards the sequence.
-      causal, query_chunk_size, float32_logits, impl, window: as in :func:`ring.ring_attention`.
+      causal, float32_logits, impl, window: as in :func:`ring.ring_attention`.
       layout: "contiguous", "striped" or "zigzag": the global tokens of the local queries.
       kv_layout: the global tokens of the local K/V blocks; None: ``layout``. A caller holding tokens in
         natural order permutes only its queries ("contiguous" here): the K/V are gathered whole anyway.
       segment_ids: optional int [batch, block], the local queries' segment ids (``layout``).
       kv_segment_ids: the local K/V blocks' segment ids (``kv_layout``); None: ``segment_ids``, which
         then needs ``kv_layout == layout``.
+      query_chunk_size: query chunk, clipped to the block (zigzag: to half of it, so that no chunk spans
+        both of the block's pieces and the causal mask can skip whole chunk pairs).
       key_chunk_size: key chunk of the gathered sequence, clipped to the block (so that it divides it).
 
     Returns:
@@ -134,6 +136,8 @@ def allgather_attention(q, k, v, *, axis_name: str, causal: bool = True, layout:
     block = q.shape[1]
     if "zigzag" in (layout, kv_layout) and block % 2:
         raise ValueError(f"layout='zigzag' needs an even per-device block, got {block} tokens")
+    if layout == "zigzag" and block > 1:  # a query chunk within one of the two halves: causal skipping works
+        query_chunk_size = min(query_chunk_size, block // 2)
     step = block_step(q, k, causal, query_chunk_size, key_chunk_size, float32_logits, impl, window,
                       k_len=block)
     return _allgather_attention(_Gather(axis_name, layout, kv_layout, step), q, k, v, segment_ids, kv_segment_ids)

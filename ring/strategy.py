@@ -44,19 +44,22 @@ class Shapes:
         return self.q_heads % n == 0 and (self.kv_heads % n == 0 or n % self.kv_heads == 0)
 
 
-# Per-device temp bytes of forward+backward: coefficients of the terms below, fitted (least relative error)
-# to XLA's compiled memory analysis on the benchmark's grid (per-device blocks 64-8,192, GQA 1 and 4, head_dim
-# 32 and 64, chunks 128-512, 8 devices) and scaled by the largest measured / fitted ratio, so that on that
-# grid every estimate bounds the compiled program from above (tests/test_ring_strategies.py checks one).
+# Per-device temp bytes of forward+backward: coefficients of the terms below, the least upper envelope (a
+# linear program) of XLA's compiled memory analysis on 54 programs of the benchmark's grid and beside it
+# (per-device blocks 64-8,192, GQA 1 and 4, head_dim 32 and 64, chunks 128-512, 8 devices), plus 5%. On
+# that grid every estimate bounds the compiled program from above; tests/test_ring_strategies.py checks a
+# shape off it. Ulysses' memory is not linear in these terms (6.1 query blocks at most blocks, 11 at 512
+# tokens), so its envelope is loose: 1.8x its usual need.
 _MEMORY = {
     # strategy: (query block, own K/V block, whole-sequence K/V, Ulysses' repeated K/V block, score chunk)
-    "ring": (2.34, 5.72, 0.0, 0.0, 4.42),
-    "allgather": (2.20, 0.0, 4.62, 0.0, 3.85),
-    "ulysses": (2.51, 5.60, 0.0, 7.34, 0.03),
+    "ring": (3.3, 6.35, 0.0, 0.0, 3.2),
+    "allgather": (3.1, 0.0, 4.8, 0.0, 3.2),
+    "ulysses": (11.5, 0.0, 0.0, 2.1, 0.0),
 }
-# Per-device blocks (tokens) up to which a strategy is preferred, from the measured forward+backward times.
-_ULYSSES_UP_TO = 2048
-_ALLGATHER_UP_TO = 8192
+# The order in which "auto" tries the strategies, fastest first, as measured (README): Ulysses was the
+# fastest in 13 of the grid's 14 cells and 0.34-0.86x the ring's forward+backward time in all; all-gather
+# 0.59-1.11x the ring's (0.80x and 0.84x in geometric mean at GQA ratios 4 and 1), with the most memory.
+PREFERENCE = ("ulysses", "allgather", "ring")
 
 
 def temp_bytes(strategy: str, shapes: Shapes) -> int:
@@ -76,22 +79,17 @@ def temp_bytes(strategy: str, shapes: Shapes) -> int:
 
 
 def choose_strategy(shapes: Shapes, *, memory_budget: int | None = None) -> str:
-    """The strategy ``strategy="auto"`` runs: the fastest by the measured rule among those whose estimated
-    memory fits ``memory_budget`` (bytes per device; None: any). The ring when nothing fits, so that
-    "auto" never picks a strategy over the budget where the ring would fit.
-
-    Rule: on one device every strategy is one block step ("ring", no collectives). Otherwise Ulysses
-    (when the heads divide) up to ``_ULYSSES_UP_TO`` tokens per device, then all-gather up to
-    ``_ALLGATHER_UP_TO``, then the ring.
+    """The strategy ``strategy="auto"`` runs: the first of ``PREFERENCE`` that applies (Ulysses needs its
+    heads to divide) and whose estimated memory (:func:`temp_bytes`) fits ``memory_budget`` (bytes per
+    device; None: any); the ring when none does. The estimates bound the compiled programs from above,
+    so "auto" never picks a strategy over the budget where the ring would fit. On one device every
+    strategy is the same single block step: "ring", which has no collectives.
     """
     if shapes.num_devices == 1:
         return "ring"
-    preferred = []
-    if shapes.ulysses_fits_heads and shapes.block <= _ULYSSES_UP_TO:
-        preferred.append("ulysses")
-    if shapes.block <= _ALLGATHER_UP_TO:
-        preferred.append("allgather")
-    for strategy in preferred:
+    for strategy in PREFERENCE:
+        if strategy == "ulysses" and not shapes.ulysses_fits_heads:
+            continue
         if memory_budget is None or temp_bytes(strategy, shapes) <= memory_budget:
             return strategy
     return "ring"

@@ -2,7 +2,7 @@
 through the JSON it writes. The figures mean nothing at these sizes; the keys, signs and the memory
 relations the benchmarks report do.
 
-The three JAX benchmarks spend their time compiling, one core each, so they run together as processes on
+The four JAX benchmarks spend their time compiling, one core each, so they run together as processes on
 8 simulated devices; the other two run in this process.
 """
 
@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from experiments.bench import agent_context, data_loading, env_stepping, harness, pallas, ring_attention
+from experiments.bench import agent_context, data_loading, env_stepping, harness, pallas, ring_attention, ring_strategies
 from tests.processes import run_together
 
 COMPILING = {ring_attention: ["--tiny"], agent_context: ["--tiny", "--attention", "blockwise", "ring"],
-             pallas: ["--allow-cpu"]}
+             pallas: ["--allow-cpu"], ring_strategies: ["--tiny"]}
 
 
 def _checked(module, out, returned=None):
@@ -59,6 +59,18 @@ def test_ring_attention(compiled_results):
             assert row["fwd+bwd_temp_bytes"] <= rows["official/contiguous"]["fwd+bwd_temp_bytes"]
     else:
         assert "official/contiguous" not in rows
+
+
+def test_ring_strategies(compiled_results):
+    result = compiled_results[ring_strategies]
+    assert result["machine"]["device_count"] == 8
+    assert {row["strategy"] for row in result["rows"]} == set(ring_strategies.STRATEGIES)
+    for row in result["rows"] + result["window"]:
+        assert row["fwd+bwd_seconds"] > 0 and row["fwd+bwd_temp_bytes"] > 0
+    for cell in result["auto"]:  # the rule's promise: never over the budget where the ring fits
+        assert cell["auto"] in ring_strategies.STRATEGIES
+        assert cell["auto_within_budget"] or not cell["ring_within_budget"], cell
+    assert {row["strategy"] for row in result["window_over_full"]} == set(ring_strategies.STRATEGIES)
 
 
 def test_agent_context(compiled_results):

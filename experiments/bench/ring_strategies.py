@@ -1,0 +1,207 @@
+"""Benchmark: the context-parallel strategies side by side (ring, all-gather K/V, Ulysses), the rule of
+``strategy="auto"``, and the sliding window against full causal attention.
+
+Causal self-attention, float32, tokens already in the zigzag layout (as a model holds them), on N simulated
+CPU devices (default 8): forward+backward wall time and per-device temp bytes from XLA's compiled memory
+analysis (deterministic), for per-device blocks of 64 to 8,192 tokens at GQA ratios 1 and 4 (q_heads /
+kv_heads). Every strategy of one (block, ratio) cell is compiled first and then timed in turns, so load on
+a shared machine falls on all alike. Then the rule: which strategy ``"auto"`` picks in each cell under
+``--memory-budget-mib``, its time against the cell's best, and its memory against the budget. Then the
+sliding window at ``seq / 8`` against full causal attention, per strategy, at ``--window-blocks``.
+
+    python -m experiments.bench.ring_strategies                     # the README's table
+    python -m experiments.bench.ring_strategies --quick             # blocks 64, 512, 2048; one repeat
+    python -m experiments.bench.ring_strategies --blocks 256 1024 --ratios 4 --no-window
+    python -m experiments.bench.ring_strategies --rows-from a.json b.json   # tables of earlier runs, merged
+
+On CPU the collectives are synchronous copies between device threads that share the cores: times show the
+work each strategy does (block steps, copies, loop overhead), not communication overlap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from pathlib import Path
+
+from experiments.bench import harness
+
+NAME = "ring_strategies"
+STRATEGIES = ("ring", "allgather", "ulysses")
+TINY = dict(blocks=[16], ratios=[4], q_heads=8, head_dim=8, chunk=16, repeats=1, window_blocks=[16])
+QUICK = dict(blocks=[64, 512, 2048], repeats=1, window_blocks=[1024])  # about 5 minutes on 2 cores
+
+
+def _parser():
+    p = harness.parser(NAME, __doc__, devices=8)
+    p.add_argument("--blocks", type=int, nargs="+", default=[64, 256, 512, 1024, 2048, 4096, 8192],
+                   help="per-device blocks (tokens); the sequence is devices x block")
+    p.add_argument("--ratios", type=int, nargs="+", default=[1, 4], help="GQA ratios q_heads / kv_heads")
+    p.add_argument("--q-heads", type=int, default=8, help="query heads (Ulysses needs a multiple of the devices)")
+    p.add_argument("--head-dim", type=int, default=32)
+    p.add_argument("--chunk", type=int, default=512, help="query and key chunk size of every strategy")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up; the median is kept")
+    p.add_argument("--long-block", type=int, default=2048,
+                   help="blocks above this are timed once without warm-up (compiled ahead of time, minutes a call)")
+    p.add_argument("--memory-budget-mib", type=float, default=256.0,
+                   help="per-device budget under which the auto rule is evaluated")
+    p.add_argument("--window-blocks", type=int, nargs="+", default=[1024, 4096],
+                   help="per-device blocks at which the window seq/8 is measured against full causal")
+    p.add_argument("--no-window", action="store_true", help="skip the sliding-window measurement")
+    p.add_argument("--quick", action="store_true", help=f"a short run: {QUICK}")
+    p.add_argument("--rows-from", type=Path, nargs="+", default=None,
+                   help="measure nothing: merge the rows of these earlier outputs (a later file's cells replace "
+                        "an earlier one's) and evaluate the auto rule on them under --memory-budget-mib")
+    return p
+
+
+def _merged(paths):
+    """(rows, window rows) of earlier outputs, one row per cell, later files first."""
+    cells = {}
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        for section in ("rows", "window"):
+            for row in result.get(section, []):
+                cells[(section, row["strategy"], row["block"], row["ratio"], row["window"])] = row
+    return tuple([row for key, row in cells.items() if key[0] == section] for section in ("rows", "window"))
+
+
+def _attention(mesh, strategy, chunk, window=None):
+    from ring import sharded_attention
+
+    return functools.partial(sharded_attention, mesh=mesh, layout="zigzag", natural_order=False,
+                             strategy=strategy, query_chunk_size=chunk, key_chunk_size=chunk, window=window)
+
+
+def _compiled(fn, q_shape, kv_shape, sharding):
+    """The compiled forward+backward of ``sum(fn(q, k, v))``, its per-device temp bytes, and a call on
+    random inputs."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    program = jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)), argnums=(0, 1, 2)))
+    avals = [jax.ShapeDtypeStruct(s, jnp.float32, sharding=sharding) for s in (q_shape, kv_shape, kv_shape)]
+    compiled = program.lower(*avals).compile()
+    rng = np.random.default_rng(0)
+    args = [jax.device_put(rng.standard_normal(a.shape, np.float32), sharding) for a in avals]
+    return int(compiled.memory_analysis().temp_size_in_bytes), functools.partial(compiled, *args)
+
+
+def _cell(args, mesh, n, block, ratio, windows=(None,)):
+    """Rows of every strategy (and window) at one per-device block and GQA ratio, timed in turns."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    sharding = NamedSharding(mesh, P(None, "sp"))
+    seq, kv_heads = n * block, args.q_heads // ratio
+    rows, calls = {}, {}
+    for strategy in STRATEGIES:
+        for window in windows:
+            fn = _attention(mesh, strategy, min(args.chunk, block), window)
+            temp, call = _compiled(fn, (1, seq, args.q_heads, args.head_dim), (1, seq, kv_heads, args.head_dim),
+                                   sharding)
+            key = (strategy, window)
+            rows[key] = {"strategy": strategy, "block": block, "seq": seq, "ratio": ratio, "kv_heads": kv_heads,
+                         "window": window, "fwd+bwd_temp_bytes": temp}
+            calls[key] = call
+    long = block > args.long_block
+    for key, seconds in harness.time_round_robin(calls, 1 if long else args.repeats, warmup=0 if long else 1).items():
+        rows[key]["fwd+bwd_seconds"] = seconds
+    for row in rows.values():
+        window = "full" if row["window"] is None else f"W={row['window']}"
+        print(f"{row['strategy']:9s} block={block:5d} ratio={ratio} {window:8s} fwd+bwd {row['fwd+bwd_seconds']:8.3f}s"
+              f"  temp/device {row['fwd+bwd_temp_bytes'] / 2**20:8.1f} MiB", flush=True)
+    return list(rows.values())
+
+
+def _auto(args, rows, n):
+    """What ``strategy="auto"`` picks in every cell, against the cell's best time and the memory budget."""
+    from ring import choose_strategy
+    from ring.strategy import Shapes
+
+    budget = int(args.memory_budget_mib * 2**20)
+    verdicts = []
+    cells = sorted({(r["block"], r["ratio"]) for r in rows})
+    for block, ratio in cells:
+        cell = {r["strategy"]: r for r in rows if (r["block"], r["ratio"]) == (block, ratio)}
+        shapes = Shapes(batch=1, block=block, q_heads=args.q_heads, kv_heads=args.q_heads // ratio,
+                        head_dim=args.head_dim, num_devices=n,
+                        query_chunk=args.chunk, key_chunk=args.chunk)
+        choice = choose_strategy(shapes, memory_budget=budget)
+        best = min(cell.values(), key=lambda r: r["fwd+bwd_seconds"])
+        fitting = [r for r in cell.values() if r["fwd+bwd_temp_bytes"] <= budget]
+        best_fitting = min(fitting, key=lambda r: r["fwd+bwd_seconds"]) if fitting else None
+        verdicts.append({
+            "block": block, "ratio": ratio, "auto": choice, "best": best["strategy"],
+            "best_within_budget": best_fitting and best_fitting["strategy"],
+            "auto_over_best": cell[choice]["fwd+bwd_seconds"] / best["fwd+bwd_seconds"],
+            "auto_over_best_within_budget": best_fitting and
+            cell[choice]["fwd+bwd_seconds"] / best_fitting["fwd+bwd_seconds"],
+            "best_over_ring": best["fwd+bwd_seconds"] / cell["ring"]["fwd+bwd_seconds"],
+            "auto_within_budget": cell[choice]["fwd+bwd_temp_bytes"] <= budget,
+            "ring_within_budget": cell["ring"]["fwd+bwd_temp_bytes"] <= budget,
+        })
+    return verdicts
+
+
+def main(argv=None):
+    run = harness.start(NAME, _parser(), argv, tiny=TINY)
+    if run.args.quick and not run.args.tiny:
+        run.args = argparse.Namespace(**{**vars(run.args), **QUICK})
+    args, mesh, n = run.args, run.mesh(), len(run.devices)
+    if args.rows_from:
+        rows, window_rows = _merged(args.rows_from)
+        auto = _auto(args, rows, n)
+        print(_table(rows, auto) + "\n\n" + _window_table(window_rows))
+        return run.write(rows=rows, auto=auto, window=window_rows, window_over_full=_window_ratios(window_rows),
+                         rows_from=[str(p) for p in args.rows_from])
+    rows = []
+    for block in args.blocks:
+        for ratio in args.ratios:
+            rows += _cell(args, mesh, n, block, ratio)
+            run.write(rows=rows)
+    auto = _auto(args, rows, n)
+    window_rows = []
+    if not args.no_window:
+        for block in args.window_blocks:
+            window_rows += _cell(args, mesh, n, block, args.ratios[-1], windows=(None, n * block // 8))
+            run.write(rows=rows, auto=auto, window=window_rows)
+    print("\n" + _table(rows, auto) + "\n\n" + _window_table(window_rows))
+    return run.write(rows=rows, auto=auto, window=window_rows, window_over_full=_window_ratios(window_rows))
+
+
+def _table(rows, auto):
+    """Markdown: one line per (block, ratio), every strategy's time and memory, auto's pick."""
+    picks = {(a["block"], a["ratio"]): a for a in auto}
+    head = " | ".join(f"{s} s | {s} MiB" for s in STRATEGIES)
+    lines = [f"| block | ratio | {head} | best / ring | auto | auto / best |",
+             "|---|---|" + "---|---|" * len(STRATEGIES) + "---|---|---|"]
+    for (block, ratio), pick in picks.items():
+        cell = {r["strategy"]: r for r in rows if (r["block"], r["ratio"]) == (block, ratio)}
+        values = " | ".join(f"{cell[s]['fwd+bwd_seconds']:.3f} | {cell[s]['fwd+bwd_temp_bytes'] / 2**20:.1f}"
+                            for s in STRATEGIES)
+        lines.append(f"| {block} | {ratio} | {values} | {pick['best_over_ring']:.2f}x | {pick['auto']} | "
+                     f"{pick['auto_over_best']:.2f}x |")
+    return "\n".join(lines)
+
+
+def _window_ratios(window_rows):
+    full = {(r["strategy"], r["block"]): r for r in window_rows if r["window"] is None}
+    return [{"strategy": r["strategy"], "block": r["block"], "window": r["window"],
+             "time_over_full": r["fwd+bwd_seconds"] / full[(r["strategy"], r["block"])]["fwd+bwd_seconds"]}
+            for r in window_rows if r["window"] is not None]
+
+
+def _window_table(window_rows):
+    lines = ["| strategy | block | window | full causal s | window s | window / full |", "|---|---|---|---|---|---|"]
+    full = {(r["strategy"], r["block"]): r for r in window_rows if r["window"] is None}
+    for ratio in _window_ratios(window_rows):
+        base = full[(ratio["strategy"], ratio["block"])]["fwd+bwd_seconds"]
+        lines.append(f"| {ratio['strategy']} | {ratio['block']} | {ratio['window']} | {base:.3f} | "
+                     f"{base * ratio['time_over_full']:.3f} | {ratio['time_over_full']:.2f}x |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
