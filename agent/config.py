@@ -15,6 +15,7 @@ Attention = Literal["reference", "blockwise", "ring"]
 RingLayout = Literal["contiguous", "striped", "zigzag"]
 AttentionImpl = Literal["pallas", "xla"]
 Activation = Literal["relu", "gelu", "silu"]
+Strategy = Literal["ring", "allgather", "ulysses", "auto"]
 RematPolicy = Literal["none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable"]
 
 TOKEN_LAYOUTS = get_args(TokenLayout)
@@ -87,6 +88,14 @@ class ModelConfig:
       remat_policy: a key of ``ring.transformer.REMAT_POLICIES``.
       scan_layers: run the layers under ``nn.scan``.
       dropout: embedding dropout rate in training.
+      strategy: ``attention="ring"`` only: how the sequence is sharded (``ring.sharded_attention``): "ring"
+        (K/V blocks travel; O(block) memory), "allgather" (K/V gathered, then local blockwise attention),
+        "ulysses" (all-to-all to head-sharded and back; heads must divide over the devices) or "auto" (the
+        measured rule of ``ring.strategy`` under ``memory_budget_gib``).
+      memory_budget_gib: the per-device budget that ``strategy="auto"`` keeps to (None: ring's default).
+      window: sliding-window attention in tokens for the layers of ``windowed_layers`` (a query at token i
+        reads tokens i - window < j <= i); None: every layer attends to the whole context.
+      windowed_layers: the layers (0-based) that use ``window``; the others attend to the whole context.
     """
 
     token_layout: TokenLayout = "fused"
@@ -112,6 +121,10 @@ class ModelConfig:
     remat_policy: RematPolicy = "nothing_saveable"
     scan_layers: bool = False
     dropout: float = 0.0
+    strategy: Strategy = "ring"
+    memory_budget_gib: float | None = None
+    window: int | None = None
+    windowed_layers: tuple[int, ...] = ()
 
     def __post_init__(self):
         check_counts(self, "num_layers", "embed_dim", "num_heads", "num_kv_heads", "mlp_ratio", "max_timestep",
@@ -129,6 +142,30 @@ class ModelConfig:
                              f"num_kv_heads={self.num_kv_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout={self.dropout} must be in [0, 1)")
+        object.__setattr__(self, "windowed_layers", tuple(self.windowed_layers))  # a JSON list comes back as one
+        if self.strategy not in ("ring", "allgather", "ulysses", "auto"):
+            raise ValueError(f"ModelConfig.strategy={self.strategy!r} is unknown; expected ring, allgather, "
+                             "ulysses or auto")
+        check_counts(self, optional=("window",))
+        if self.memory_budget_gib is not None and not self.memory_budget_gib > 0:
+            raise ValueError(f"ModelConfig.memory_budget_gib={self.memory_budget_gib} must be positive")
+        if (self.window is None) != (not self.windowed_layers):
+            raise ValueError(f"ModelConfig.window={self.window} and windowed_layers={self.windowed_layers} go "
+                             "together: give both (a window and the layers that use it) or neither")
+        bad = [i for i in self.windowed_layers if not 0 <= i < self.num_layers]
+        if bad:
+            raise ValueError(f"ModelConfig.windowed_layers={self.windowed_layers}: layers {bad} do not exist "
+                             f"(num_layers={self.num_layers})")
+        if self.scan_layers and self.windowed_layers and len(set(self.layer_windows)) > 1:
+            raise ValueError("ModelConfig.scan_layers=True runs one layer program for every layer, so "
+                             "windowed_layers must name every layer or none")
+
+    @property
+    def layer_windows(self) -> tuple[int | None, ...]:
+        """Each layer's sliding window (None: the whole context); empty without windows."""
+        if self.window is None:
+            return ()
+        return tuple(self.window if i in self.windowed_layers else None for i in range(self.num_layers))
 
     @property
     def head_dim(self) -> int:

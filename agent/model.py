@@ -53,7 +53,9 @@ class AgenticTransformer(nn.Module):
         attention = make_attention(cfg.attention, mesh=mesh, batch_axis=self._batch_axis(), layout=cfg.layout,
                                    natural_order=False, query_chunk_size=cfg.query_chunk_size,
                                    key_chunk_size=cfg.key_chunk_size, impl=cfg.attention_impl,
-                                   head_axis="tp" if mesh is not None and "tp" in mesh.shape else None)
+                                   head_axis="tp" if mesh is not None and "tp" in mesh.shape else None,
+                                   **({"strategy": cfg.strategy, "memory_budget": None if cfg.memory_budget_gib is None
+                                       else int(cfg.memory_budget_gib * 2**30)} if mesh is not None else {}))
         # Decoding shards the cache's length over "sp" and keeps the (small) batch of environments whole.
         cached = make_cached_attention(mesh=self.mesh if decoding else None)
         return Transformer(num_layers=cfg.num_layers, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
@@ -61,7 +63,7 @@ class AgenticTransformer(nn.Module):
                            ffn_chunk_size=cfg.ffn_chunk_size, activation=cfg.activation,
                            remat_policy=cfg.remat_policy, scan_layers=cfg.scan_layers,
                            cached_attention_fn=cached, seq_shards=mesh.shape["sp"] if mesh is not None else 1,
-                           parent=None)
+                           windows=cfg.layer_windows, parent=None)
 
     @property
     def sequence_axis(self) -> str | None:
