@@ -170,7 +170,9 @@ def _build() -> dict[str, Preset]:
         long.replace(sampler={"batch_size": 2},
                      model={"attention": "ring", "query_chunk_size": 320, "key_chunk_size": 320,
                             "ffn_chunk_size": 320, "max_trajectories": 256},
-                     train={"mesh": "sp=-1", "checkpoint_every": 200}, eval={"num_envs": 16}),
+                     train={"mesh": "sp=-1", "checkpoint_every": 200},
+                     # A learning history explores as its learner did: sampled, as AD acts (greedy gets stuck).
+                     eval={"num_envs": 16, "sample": True}),
         f"{train} dark_room_long   (AD over 256-episode Q-learning histories: 5,120 tokens on the ring)")
     # The maze from task-agnostic exploration relabelled for each of its four targets (ExoRL's recipe):
     # chains of one target's copies, sorted by return, as the searcher preset's otherwise.

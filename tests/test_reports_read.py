@@ -96,3 +96,12 @@ def test_trials_plot_gives_every_curve_its_own_marker_and_offset(tmp_path, monke
     at, dt = drawn[-2:]  # trials.png's two curves, drawn last
     assert at[1] != dt[1] and not np.allclose(at[0], dt[0]) and at[3] is None  # one seed: no error bars
     assert (tmp_path / "trials.png").is_file()
+
+
+def test_a_long_evaluation_s_summary_shows_a_readable_choice_of_trials():
+    from experiments.evaluate import shown_trials
+
+    assert shown_trials(12) == list(range(12))
+    picked = shown_trials(256)
+    assert picked[:8] == list(range(8)) and picked[-1] == 255 and len(picked) <= 16
+    assert picked == sorted(set(picked))
