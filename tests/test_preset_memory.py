@@ -16,3 +16,13 @@ def test_ring_holds_eight_times_the_context_of_one_device(tmp_path):
     assert rows["ring"]["tokens"] == rows["one_device_full"]["tokens"] == 8 * rows["one_device_eighth"]["tokens"]
     assert rows["one_device_full"]["temp_bytes"] > rows["ring"]["temp_bytes"] > 0
     assert written["ring_over_one_device_eighth"] == returned["ring_over_one_device_eighth"] > 0
+
+
+def test_agent_strategies_benchmark_measures_each_strategy(tmp_path):
+    from experiments.bench import agent_strategies
+
+    out = tmp_path / "strategies.json"
+    agent_strategies.main(["--tiny", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["cell"], r["strategy"]) for r in rows] == [("dark_room_long", "ring"), ("dark_room_long", "allgather")]
+    assert all(r["temp_bytes"] > 0 and r["step_seconds"] > 0 and r["tokens"] == 128 for r in rows)

@@ -25,42 +25,45 @@ def _parser():
     return p
 
 
-def step_memory(config, devices) -> dict:
-    """Per-device bytes of the compiled train step of ``config`` on ``devices`` (temp, arguments, outputs)."""
+def compiled_step(config, devices):
+    """``config``'s train step as ``experiments.train`` builds it, on ``devices``, with a batch of zeros.
+
+    Returns:
+      (jitted step, placed state, placed batch).
+    """
+    import jax
     import numpy as np
 
+    import envs
+    from agent.model import AgenticTransformer
     from agent.train import batch_shardings, make_train_step
     from datasets import NormStats
     from experiments import model as model_lib
     from experiments.run import DataSummary
     from ring import make_mesh
 
-    import envs
-
     spec = envs.task_spec(config.data.task)
     data = DataSummary(obs_dim=spec.obs_dim, action_dim=spec.action_dim, longest_episode=spec.episode_length,
                        episodes=1, median_return=0.0, max_return=1.0, mean_return=0.0, discrete=spec.discrete)
-    stats = NormStats(np.zeros(spec.obs_dim, np.float32), np.ones(spec.obs_dim, np.float32))
-    from agent.model import AgenticTransformer
-
+    mean, std = NormStats(np.zeros(spec.obs_dim, np.float32), np.ones(spec.obs_dim, np.float32)).as_tuples()
     mesh = make_mesh(config.train.mesh, devices)
-    mean, std = stats.as_tuples()
     model = AgenticTransformer(config.model, action_dim=model_lib.action_size(config, data), obs_mean=mean,
                                obs_std=std, mesh=mesh if config.model.attention == "ring" else None)
-    state = model_lib.initial_state(config, model, data)
-    step, placed = make_train_step(model, config.optim, state, mesh)
+    step, placed = make_train_step(model, config.optim, model_lib.initial_state(config, model, data), mesh)
     example = model_lib.example_inputs(config, data)
-    b, s = config.sampler.batch_size, config.sampler.max_steps
-    example["loss_mask"] = np.ones((b, s), bool)
+    example["loss_mask"] = np.ones(example["timesteps"].shape, bool)
     example["labels"] = example["actions"]
-    import jax
-
     shardings = batch_shardings(mesh, model.batch_axes, model.sequence_axis)
-    batch = {k: jax.device_put(v, shardings[k]) for k, v in example.items()}
-    analysis = step.lower(placed, batch).compile().memory_analysis()
+    return step, placed, {k: jax.device_put(v, shardings[k]) for k, v in example.items()}
+
+
+def step_memory(config, devices) -> dict:
+    """Per-device bytes of the compiled train step of ``config`` on ``devices`` (temp, arguments, outputs)."""
+    step, state, batch = compiled_step(config, devices)
+    analysis = step.lower(state, batch).compile().memory_analysis()
     return {"temp_bytes": int(analysis.temp_size_in_bytes), "argument_bytes": int(analysis.argument_size_in_bytes),
-            "output_bytes": int(analysis.output_size_in_bytes), "tokens": s * config.model.tokens_per_step,
-            "devices": len(devices)}
+            "output_bytes": int(analysis.output_size_in_bytes),
+            "tokens": config.sampler.max_steps * config.model.tokens_per_step, "devices": len(devices)}
 
 
 def main(argv=None) -> dict:
