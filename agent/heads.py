@@ -4,11 +4,11 @@
 - ``gaussian``: a tanh-squashed mean and a learned state-dependent log std, trained by the negative
   log-likelihood of a diagonal Normal around the mean.
 - ``mixture``: K diagonal Gaussians with learned mixing weights (means squashed to [-1, 1]), trained by the
-  mixture's negative log-likelihood.
-- ``categorical``: discrete actions: logits over the ``action_dim`` choices, trained by cross-entropy; its
-  actions are integers (the most likely one, or one drawn from the softmax). Drawing an action picks a component by its weight, then a point of
+  mixture's negative log-likelihood. Drawing an action picks a component by its weight, then a point of
   it: a policy that commits to one of several modes (one of several goals it might search) where a
   mean-regressing head averages them and goes nowhere.
+- ``categorical``: discrete actions: logits over the ``action_dim`` choices, trained by cross-entropy; its
+  actions are integers (the most likely one, or one drawn from the softmax).
 
 Every head also returns ``"action"``, its most likely action (the mean; for the mixture, the mean of the
 heaviest component; for the categorical head, the most likely choice), which is what a deterministic

@@ -1,10 +1,10 @@
 """ExoRL replay buffers: ``<root>/<domain>/<algo>/buffer/<prefix>_<idx>_<len>.npz``, one episode per file.
 
 Each file holds ``T + 1`` rows (``np.savez_compressed``): ``observation`` float32 [T+1, obs],
-``action`` float32 [T+1, act] (discrete actions: integers [T+1]), ``reward`` float32 [T+1, 1], ``discount`` float32 [T+1, 1] and
-``physics`` float64 [T+1, state]. Row 0 is the reset step: its action and reward are padding. ExoRL's
-replay loader samples ``i`` in ``1..T`` and forms ``(observation[i-1], action[i], reward[i],
-discount[i], observation[i])``; this module keeps exactly that pairing:
+``action`` float32 [T+1, act] (discrete actions: integers [T+1]), ``reward`` float32 [T+1, 1],
+``discount`` float32 [T+1, 1] and ``physics`` float64 [T+1, state]. Row 0 is the reset step: its action
+and reward are padding. ExoRL's replay loader samples ``i`` in ``1..T`` and forms ``(observation[i-1],
+action[i], reward[i], discount[i], observation[i])``; this module keeps exactly that pairing:
 
 ======================  ====================  ===========================================
 Trajectory field        file rows             meaning

@@ -243,8 +243,8 @@ class Trajectory:
         if not spec.discrete:
             raise ValueError(f"optimal labels are defined for the grid families; {spec.name!r} is not one")
         cells = self.observations[:, :2]
-        key_seen = (cells == self.task[:2]).all(axis=1) if spec.domain == "dark_key_to_door" else np.zeros(len(self), bool)
-        has_key = np.logical_or.accumulate(key_seen)
+        key_seen = (cells == self.task[:2]).all(axis=1)
+        has_key = np.logical_or.accumulate(key_seen) & (spec.domain == "dark_key_to_door")
         tasks = np.broadcast_to(self.task, (len(self), self.task.size))
         return self.replace(labels=grid.optimal_actions(spec.domain, tasks, cells, has_key))
 

@@ -377,8 +377,9 @@ def plot_title(result: dict) -> str:
     return "; ".join(parts)
 
 
-def summary_table(summary: dict) -> str:
-    """The short summary the main job ends with: results and where everything lies."""
+def summary_table(summary: dict, references=()) -> str:
+    """The short summary the main job ends with: results, ``references`` (``(label, return)`` lines measured
+    elsewhere, ``experiments.presets.Preset.references``) and where everything lies."""
     ev = summary.get("eval") or {}
     run = Path(summary["run_dir"])
     rows = [("final training loss", f"{summary['final_loss']:.4f}")]
@@ -401,6 +402,7 @@ def summary_table(summary: dict) -> str:
                          + (f" (success {success[-1]:.0%})" if success else "")))
         if ev.get("oracle_return") is not None:
             rows.append(("oracle (told the task; exact)", f"{ev['oracle_return']:.2f}"))
+        rows += [(label, f"{value:.2f}") for label, value in references]
     rows += [("TensorBoard logs", summary["tensorboard"]), ("checkpoints", summary["checkpoints"]),
              ("evaluation", str(run / "eval.md")), ("plot", str(run / "eval.png"))]
     width = max(len(k) for k, _ in rows)
@@ -428,7 +430,8 @@ def _per_trial_lines(ev: dict) -> list[str]:
     if not success:
         return []
     floor, oracle = ev.get("random_floor"), ev.get("oracle_return")
-    header = "| trial | return (mean" + (" ± std" if ev["num_envs"] > 1 else "") + ") | success |" + (" random |" if floor else "") + (" oracle |" if oracle else "")
+    header = ("| trial | return (mean" + (" ± std" if ev["num_envs"] > 1 else "") + ") | success |"
+              + (" random |" if floor else "") + (" oracle |" if oracle else ""))
     lines = ["", f"Per trial on {ev['task']} ({ev['num_envs']} environments):", "", header,
              "|" + "---|" * (header.count("|") - 1)]
     for i in shown_trials(len(success)):

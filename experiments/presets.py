@@ -16,10 +16,16 @@ from experiments.config import DataConfig, EvalConfig, ExperimentConfig, TrainCo
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A named config and the command that runs it."""
+    """A named config, the command that runs it, and reference lines measured for it elsewhere.
+
+    Attributes:
+      references: ``(label, return)`` pairs the main job prints beside its own per-trial returns: other
+        methods measured with the same code, data and compute, the label saying where (results folder, seeds).
+    """
 
     config: ExperimentConfig
     command: str
+    references: tuple[tuple[str, float], ...] = ()
 
 
 def _tiny(config: ExperimentConfig) -> ExperimentConfig:
@@ -153,7 +159,10 @@ def _build() -> dict[str, Preset]:
     }
     base["dark_room"] = Preset(_grid("dark_room", "dark_room_hidden_heldout", "dark_room", 20, 650, trials=12),
                                f"{train} dark_room   (the main job: Dark Room, AD on searcher histories, "
-                               "evaluated on the 16 held-out goals; makes its data)")
+                               "evaluated on the 16 held-out goals; makes its data)",
+                               # experiments/results/icrl_benchmarks: each trial alone, the same environments.
+                               references=(("DT, same data and compute (icrl_benchmarks, seed 0)", 1.125),
+                                           ("BC-10%, same data and compute (icrl_benchmarks, seed 0)", 0.0)))
     base["key_to_door"] = Preset(_grid("key_to_door", "dark_key_to_door_hidden_heldout", "dark_key_to_door", 50, 1000,
                                        trials=8),
                                  f"{train} key_to_door   (Dark Key-to-Door, 50 held-out pairs; searcher, AD)")

@@ -25,7 +25,7 @@ import time
 from experiments.cli import EXPECTED_ERRORS, ConfigArg, DistributedArgs, JobError, PresetArg, fail, parse
 from experiments.config import ExperimentConfig
 from experiments.own_data import check_inherited
-from experiments.presets import DEFAULT_PRESET, get_preset
+from experiments.presets import DEFAULT_PRESET, PRESETS, get_preset
 from experiments.run import DataSummary, RunDir, check_task, check_trials, is_writer
 
 
@@ -351,7 +351,9 @@ def main(argv=None) -> int:
         return fail(error)
     if summary.get("already_finished"):
         print(f"{summary['run_dir']} has finished training; its saved summary (pass another --name to train anew):")
-    print(summary_table(summary))
+    preset = PRESETS.get(command.preset)
+    same_task = preset is not None and preset.config.data.task == command.config.data.task
+    print(summary_table(summary, references=preset.references if same_task else ()))
     return 0
 
 

@@ -90,7 +90,8 @@ def test_sampler_and_step_inputs_for_discrete_actions():
     assert inputs["actions"].dtype == np.int32
     starts = batch["timesteps"] == 0
     np.testing.assert_array_equal(inputs["prev_actions"][starts], -1)
-    np.testing.assert_array_equal(inputs["prev_actions"][:, 1:][~starts[:, 1:]], batch["actions"][:, :-1][~starts[:, 1:]])
+    following = ~starts[:, 1:]
+    np.testing.assert_array_equal(inputs["prev_actions"][:, 1:][following], batch["actions"][:, :-1][following])
     with pytest.raises(ValueError, match="group_by"):
         SamplerConfig(order="history")
 

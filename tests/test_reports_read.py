@@ -105,3 +105,20 @@ def test_a_long_evaluation_s_summary_shows_a_readable_choice_of_trials():
     picked = shown_trials(256)
     assert picked[:8] == list(range(8)) and picked[-1] == 255 and len(picked) <= 16
     assert picked == sorted(set(picked))
+
+
+def test_the_main_job_s_summary_prints_its_preset_s_reference_lines():
+    from experiments.evaluate import summary_table
+    from experiments.presets import DEFAULT_PRESET, PRESETS
+
+    ev = {"task": "dark_room_hidden_heldout", "num_envs": 2, "num_trials": 2, "per_trial_mean_return": [1.0, 2.0],
+          "per_trial_std_return": [0.5, 0.5], "per_trial_success_rate": [0.5, 1.0], "oracle_return": 16.0,
+          "last_trial_mean_return": 2.0, "best_of_n_mean_return": 2.0, "dataset_median_return": 14.0,
+          "dataset_max_return": 20.0}
+    summary = {"eval": ev, "run_dir": "runs/x", "final_loss": 0.5, "tensorboard": "t", "checkpoints": "c"}
+    references = PRESETS[DEFAULT_PRESET].references
+    assert references and all(label.startswith(("DT", "BC")) for label, _ in references)
+    text = summary_table(summary, references=references)
+    for label, value in references:
+        assert label in text and f"{value:.2f}" in text
+    assert "oracle (told the task; exact)" in text and "16.00" in text

@@ -60,7 +60,12 @@ def main(argv=None) -> dict:
         base = get_preset(f"{preset}_tiny" if run.args.tiny else preset).replace(**overrides)
         base = base.replace(model={"attention": "ring"}, train={"mesh": "sp=-1"})
         for strategy in run.args.strategies:
-            row = measure(base.replace(model={"strategy": strategy}), run.devices, run.args.repeats)
+            try:
+                row = measure(base.replace(model={"strategy": strategy}), run.devices, run.args.repeats)
+            except ValueError as error:  # e.g. Ulysses with fewer heads than devices: the strategy's own refusal
+                rows.append({"cell": cell, "strategy": strategy, "refused": str(error)})
+                print(f"{cell:16s} {strategy:10s} refused: {error}", flush=True)
+                continue
             rows.append({"cell": cell, "strategy": strategy, **row})
             print(f"{cell:16s} {strategy:10s} {row['tokens']:7d} tokens a batch  {row['step_seconds'] * 1e3:8.1f} ms"
                   f"  {row['temp_bytes'] / 2**20:7.1f} MiB temp per device", flush=True)

@@ -202,6 +202,6 @@ def play_grid_histories(task: str, source: str, histories, episodes_per_history:
             out[row].append(datasets.Trajectory(
                 observations=observations[:-1, row], actions=actions[:, row], rewards=rewards[:, row],
                 terminals=np.zeros(steps, bool), timeouts=last, physics=cells[:-1],
-                final_observation=observations[-1, row], final_physics=cells[-1], source=f"history {history} episode {index}", task=tasks[row],
-                history=int(history)))
+                final_observation=observations[-1, row], final_physics=cells[-1],
+                source=f"history {history} episode {index}", task=tasks[row], history=int(history)))
     return out
