@@ -31,8 +31,8 @@ def test_every_strategy_computes_the_same_model():
     inputs = {k: v for k, v in batch.items() if k not in ("loss_mask", "labels")}
     out = {s: np.asarray(AgenticTransformer(cfg.__class__(**{**cfg.__dict__, "strategy": s}), action_dim=ACT,
                                             mesh=mesh).apply({"params": params}, inputs)["action"])
-           for s in ("ring", "allgather", "ulysses", "auto")}
-    for strategy in ("allgather", "ulysses", "auto"):
+           for s in ("ring", "allgather", "ulysses")}  # "auto" picks one of these (tests/test_ring_strategies.py)
+    for strategy in ("allgather", "ulysses"):
         np.testing.assert_allclose(out[strategy], out["ring"], atol=2e-5, err_msg=strategy)
 
 
