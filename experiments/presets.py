@@ -167,7 +167,7 @@ def _build() -> dict[str, Preset]:
                                        trials=8),
                                  f"{train} key_to_door   (Dark Key-to-Door, 50 held-out pairs; searcher, AD)")
     # ADε's recipe: the optimal policy with random actions at a rate annealed from 1 to 0.4 over 90% of each
-    # history; at 0.4 the best policy in the data earns about half the oracle's return (8.4 of 16.5).
+    # history; at 0.4 the best policy in the data earns about half the oracle's return (8.56 of 16.58).
     base["dark_room_ad_eps"] = Preset(_grid("dark_room_ad_eps", "dark_room_hidden_heldout", "dark_room", 20, 650,
                                             trials=12, make="ad_eps", eps_min=0.4),
                                       f"{train} dark_room_ad_eps   (Dark Room on ADε's noise-annealed histories, AD)")
@@ -180,7 +180,7 @@ def _build() -> dict[str, Preset]:
                      model={"attention": "ring", "query_chunk_size": 320, "key_chunk_size": 320,
                             "ffn_chunk_size": 320, "max_trajectories": 256},
                      train={"mesh": "sp=-1", "checkpoint_every": 200},
-                     # A learning history explores as its learner did: sampled, as AD acts (greedy gets stuck).
+                     # A learning history explores as its learner did: sampled, as AD acts (greedy scored 0.00).
                      eval={"num_envs": 16, "sample": True}),
         f"{train} dark_room_long   (AD over 256-episode Q-learning histories: 5,120 tokens on the ring)")
     # The maze from task-agnostic exploration relabelled for each of its four targets (ExoRL's recipe):
