@@ -242,11 +242,7 @@ class Trajectory:
                              "unknown")
         if not spec.discrete:
             raise ValueError(f"optimal labels are defined for the grid families; {spec.name!r} is not one")
-        cells = self.observations[:, :2]
-        key_seen = (cells == self.task[:2]).all(axis=1)
-        has_key = np.logical_or.accumulate(key_seen) & (spec.domain == "dark_key_to_door")
-        tasks = np.broadcast_to(self.task, (len(self), self.task.size))
-        return self.replace(labels=grid.optimal_actions(spec.domain, tasks, cells, has_key))
+        return self.replace(labels=grid.optimal_actions_along(spec.domain, self.observations[:, :2], self.task))
 
     def with_task_observed(self) -> Trajectory:
         """A copy whose observations (and final observation) end with the hidden task parameter: the

@@ -116,6 +116,24 @@ def optimal_actions(domain: str, tasks, cells, has_key=None) -> np.ndarray:
     return np.select([delta[:, 0] < 0, delta[:, 0] > 0, delta[:, 1] > 0, delta[:, 1] < 0], [1, 3, 2, 4], 0)
 
 
+def optimal_actions_along(domain: str, cells, task) -> np.ndarray:
+    """int64 [T]: the optimal action at each of an episode's cells under ``task`` (what DPT predicts):
+    Key-to-Door heads for the door from the step the key was reached (the key is collected on arrival, so a
+    step taken from the key's cell already holds it).
+
+    Args:
+      domain: "dark_room" or "dark_key_to_door".
+      cells: float [T, 2], the cell each action was taken from, in order from the episode's start.
+      task: float [task_dim].
+    """
+    cells = np.asarray(cells, np.float64)
+    task = check_task(domain, task)
+    has_key = np.zeros(len(cells), bool)
+    if domain == "dark_key_to_door":
+        has_key = np.logical_or.accumulate((cells == task[:2]).all(axis=1))
+    return optimal_actions(domain, np.broadcast_to(task, (len(cells), task.size)), cells, has_key)
+
+
 def best_return(domain: str, tasks) -> np.ndarray:
     """float64 [N]: the largest return of an episode on each task (Dark Room: 21 − the Manhattan distance
     of the goal from the centre, 20 for the centre; Key-to-Door: 2, as a start's key and door are reachable

@@ -261,7 +261,7 @@ def best_return(name: str, tasks):
       float64 [N], or None.
     """
     spec = task_spec(name)
-    if spec.domain not in ("dark_room", "dark_key_to_door"):
+    if not spec.discrete:  # the grids are the discrete families
         return None
     from envs import grid
 
@@ -288,7 +288,7 @@ def task_set(name: str):
         from envs import point_mass_maze
 
         return point_mass_maze.task_set()
-    if spec.domain in ("dark_room", "dark_key_to_door"):
+    if spec.discrete:
         from envs import grid
 
         return grid.task_set(spec.domain, spec.task)

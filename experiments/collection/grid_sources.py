@@ -88,9 +88,13 @@ class Searcher(_Source):
         self.visited = np.zeros((self.n, 2, CELLS), bool)  # [without key, holding key] cells visited
         self.found = np.full((self.n, 2, 2), -1, np.int64)  # (goal or key, door) cells, -1: unknown
 
+    def _phase(self) -> np.ndarray:
+        """int [N]: what each history searches for: 0 the goal (or the key), 1 the door (the key is held)."""
+        return self.has_key.astype(np.int64)  # always False on Dark Room
+
     def actions(self, cells) -> np.ndarray:
         cells = np.asarray(cells).astype(np.int64)
-        phase = self.has_key.astype(np.int64) if self.domain == "dark_key_to_door" else np.zeros(self.n, np.int64)
+        phase = self._phase()
         index = cells[:, 0] * grid.SIZE + cells[:, 1]
         self.visited[np.arange(self.n), phase, index] = True
         coords = np.stack(np.divmod(np.arange(CELLS), grid.SIZE), axis=1)
@@ -105,7 +109,7 @@ class Searcher(_Source):
 
     def observe(self, rewards, cells) -> None:
         rewarded = np.asarray(rewards) > 0
-        phase = self.has_key.astype(np.int64) if self.domain == "dark_key_to_door" else np.zeros(self.n, np.int64)
+        phase = self._phase()
         rows = np.flatnonzero(rewarded)
         self.found[rows, phase[rows]] = np.asarray(cells).astype(np.int64)[rows]
         super().observe(rewards, cells)
