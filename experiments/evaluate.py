@@ -5,7 +5,7 @@
 
 Writes ``<run>/eval.json`` (per-trial mean and std return, last-trial mean, best-of-n mean, normalised
 scores where defined, the dataset's median and best return), ``eval.md`` (a table) and ``eval.png``
-(return against trial). Best-of-n (the largest of the n trials, as the paper reports) inflates scores,
+(return against trial), as ``experiments.reports.evaluation`` writes them. Best-of-n (the largest of the n trials, as the paper reports) inflates scores,
 so the last trial and the per-trial means are reported beside it, labelled. The run directory is all it
 reads (``experiments.run``): never the dataset.
 """
@@ -21,8 +21,8 @@ import numpy as np
 
 from experiments.cli import EXPECTED_ERRORS, DistributedArgs, fail, prog_name
 from experiments.config import ExperimentConfig
+from experiments.reports import markdown_table, write_reports
 from experiments.run import Checkpoint, DataSummary, RunDir, check_trials, is_writer, on_task, report_dir
-from experiments.sweep_report import spread
 
 
 VIDEO_NAME = "eval_trial1.mp4"  # a GIF of the same name where ffmpeg is missing
@@ -282,167 +282,6 @@ def _normalized(task: str, returns: np.ndarray):
     return {"per_trial_mean": [float(d4rl.normalized_score(family, r.mean())) for r in returns],
             "last_trial_mean": float(d4rl.normalized_score(family, returns[-1].mean())),
             "best_of_n_mean": float(d4rl.normalized_score(family, returns.max(axis=0).mean()))}
-
-
-def write_reports(out: RunDir, result: dict) -> None:
-    """eval.json, eval.md and eval.png in ``out`` (each written whole, then renamed)."""
-    out.write_json("eval.json", result)
-    out.write_text("eval.md", markdown_table(result))
-    out.write("eval.png", lambda path: _plot(path, result))
-
-
-def markdown_table(result: dict) -> str:
-    target = result["target_return"]
-    lines = [f"Evaluation on {result['task']}: {result['num_envs']} environments x {result['num_trials']} trials, "
-             + ("no target return (no model)" if target is None else f"target return {target:.1f}")
-             + (f"; run {result['run']}, checkpoint step {result['checkpoint_step']}" if "run" in result else ""), "",
-             "| trial | mean return | std |", "|---|---|---|"]
-    success = result.get("per_trial_success_rate")
-    if success:
-        lines[-2:] = ["| trial | mean return | std | success rate |", "|---|---|---|---|"]
-    for i, (mean, std) in enumerate(zip(result["per_trial_mean_return"], result["per_trial_std_return"])):
-        lines.append(f"| {i + 1} | {mean:.1f} | {std:.1f} |" + (f" {success[i]:.0%} |" if success else ""))
-    lines += ["", "| summary | return |", "|---|---|",
-              f"| last trial (mean over environments) | {result['last_trial_mean_return']:.1f} |",
-              f"| best of n trials (mean over environments) | {result['best_of_n_mean_return']:.1f} |",
-              f"| dataset median episode | {result['dataset_median_return']:.1f} |",
-              f"| dataset best episode | {result['dataset_max_return']:.1f} |"]
-    if result.get("normalized"):
-        lines.append(f"| last trial, D4RL normalised | {result['normalized']['last_trial_mean']:.1f} |")
-    if floor := result.get("random_floor"):
-        lines.append(f"| uniform random policy, last trial (same environments) | {floor['last_trial_mean_return']:.1f} |")
-    if result.get("oracle_return") is not None:
-        lines.append(f"| oracle (told the task; exact), every trial | {result['oracle_return']:.2f} |")
-    return "\n".join(lines) + "\n"
-
-
-def return_band(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The 25th and 75th percentiles of every trial's returns [trials, envs] over environments: a spread drawn
-    from returns that happened, so it never leaves the possible returns (mean ± std does, e.g. below 0 on
-    sparse 0/1 rewards).
-
-    Returns:
-      (low [trials], high [trials]).
-    """
-    low, high = np.percentile(returns, [25, 75], axis=1)
-    return low, high
-
-
-def _plot(path: Path, result: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    trials = np.arange(1, result["num_trials"] + 1)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    low, high = return_band(np.asarray(result["returns"], np.float64))
-    ax.fill_between(trials, low, high, alpha=0.25, label="agent, 25th-75th percentile over environments")
-    ax.plot(trials, result["per_trial_mean_return"], marker="o", label="agent (mean over environments)")
-    ax.axhline(result["dataset_median_return"], color="gray", linestyle="--", label="dataset median")
-    ax.axhline(result["dataset_max_return"], color="black", linestyle=":", label="dataset best")
-    if result.get("oracle_return") is not None:
-        ax.axhline(result["oracle_return"], color="tab:green", linestyle="-.", label="oracle (exact)")
-    if floor := result.get("random_floor"):
-        ax.plot(trials, floor["per_trial_mean_return"], color="tab:red", linestyle=":", label="uniform random")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("return")
-    ax.set_xticks(trials)
-    handles, labels = ax.get_legend_handles_labels()
-    success = result.get("per_trial_success_rate")
-    if success:  # on its own axis: a rate in [0, 1] beside returns of any scale
-        rate = ax.twinx()
-        rate.plot(trials, success, color="tab:purple", marker="s", linestyle="--", label="agent success rate")
-        if floor and floor.get("per_trial_success_rate"):
-            rate.plot(trials, floor["per_trial_success_rate"], color="tab:pink", linestyle=":",
-                      label="uniform random success rate")
-        rate.set_ylim(-0.02, 1.02)
-        rate.set_ylabel("success rate")
-        more = rate.get_legend_handles_labels()
-        handles, labels = handles + more[0], labels + more[1]
-    ax.set_title(plot_title(result), fontsize=9)
-    ax.legend(handles, labels, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
-
-
-def plot_title(result: dict) -> str:
-    """eval.png's title: the evaluated task and its size, the last trial's success rate and the random floor."""
-    parts = [f"{result['task']}: {result['num_envs']} envs x {result['num_trials']} trials"]
-    if success := result.get("per_trial_success_rate"):
-        parts.append(f"last-trial success {success[-1]:.0%}")
-    if floor := result.get("random_floor"):
-        parts.append(f"random floor {floor['last_trial_mean_return']:.2f}")
-    return "; ".join(parts)
-
-
-def summary_table(summary: dict, references=()) -> str:
-    """The short summary the main job ends with: results, ``references`` (``(label, return)`` lines measured
-    elsewhere, ``experiments.presets.Preset.references``) and where everything lies."""
-    ev = summary.get("eval") or {}
-    run = Path(summary["run_dir"])
-    rows = [("final training loss", f"{summary['final_loss']:.4f}")]
-    if ev:
-        precision = 2 if ev["dataset_max_return"] < 100 else 0
-        shown = shown_trials(len(ev["per_trial_mean_return"]))
-        per_trial = " -> ".join(f"{ev['per_trial_mean_return'][i]:.{precision}f}" for i in shown)
-        rows += [("return per trial (mean)", per_trial),
-                 ("last trial mean return", f"{ev['last_trial_mean_return']:.1f}"),
-                 ("best of n mean return", f"{ev['best_of_n_mean_return']:.1f}"),
-                 ("dataset median / best return", f"{ev['dataset_median_return']:.1f} / {ev['dataset_max_return']:.1f}")]
-        if ev.get("per_trial_success_rate"):
-            rows.insert(2, ("success rate per trial", " -> ".join(f"{ev['per_trial_success_rate'][i]:.0%}"
-                                                                  for i in shown)))
-        if len(shown) < ev["num_trials"]:
-            rows.insert(1, ("trials shown", ", ".join(str(i + 1) for i in shown) + " (all in eval.md)"))
-        if floor := ev.get("random_floor"):
-            success = floor.get("per_trial_success_rate")
-            rows.append(("random policy, last trial", f"{floor['last_trial_mean_return']:.{precision}f}"
-                         + (f" (success {success[-1]:.0%})" if success else "")))
-        if ev.get("oracle_return") is not None:
-            rows.append(("oracle (told the task; exact)", f"{ev['oracle_return']:.2f}"))
-        rows += [(label, f"{value:.2f}") for label, value in references]
-    rows += [("TensorBoard logs", summary["tensorboard"]), ("checkpoints", summary["checkpoints"]),
-             ("evaluation", str(run / "eval.md")), ("plot", str(run / "eval.png"))]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(_per_trial_lines(ev) + ["", "| " + "result".ljust(width) + " | value |",
-                                              "|" + "-" * (width + 2) + "|---|"]
-                     + [f"| {k.ljust(width)} | {v} |" for k, v in rows])
-
-
-def shown_trials(num_trials: int, most: int = 16) -> list[int]:
-    """0-based trials a summary shows: all of up to ``most``, else the first eight, then ever sparser ones
-    (doubling) up to the last."""
-    if num_trials <= most:
-        return list(range(num_trials))
-    shown, step, trial = list(range(8)), 2, 8
-    while trial < num_trials - 1:
-        shown.append(trial)
-        trial += step
-        step *= 2
-    return shown + [num_trials - 1]
-
-
-def _per_trial_lines(ev: dict) -> list[str]:
-    """A hidden-task run's return per trial (episode) on its evaluation tasks, beside the reference lines."""
-    success = ev.get("per_trial_success_rate") if ev else None
-    if not success:
-        return []
-    floor, oracle = ev.get("random_floor"), ev.get("oracle_return")
-    header = ("| trial | return (mean" + (" ± std" if ev["num_envs"] > 1 else "") + ") | success |"
-              + (" random |" if floor else "") + (" oracle |" if oracle else ""))
-    lines = ["", f"Per trial on {ev['task']} ({ev['num_envs']} environments):", "", header,
-             "|" + "---|" * (header.count("|") - 1)]
-    for i in shown_trials(len(success)):
-        mean, std = ev["per_trial_mean_return"][i], ev["per_trial_std_return"][i]
-        line = f"| {i + 1} | {spread(mean, std if ev['num_envs'] > 1 else None, '.2f')} | {success[i]:.0%} |"
-        if floor:
-            line += f" {floor['per_trial_mean_return'][i]:.2f} |"
-        if oracle is not None:
-            line += f" {oracle:.2f} |"
-        lines.append(line)
-    return lines
 
 
 def override_eval(config: ExperimentConfig, **fields) -> ExperimentConfig:

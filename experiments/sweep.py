@@ -55,7 +55,7 @@ from experiments.config import ExperimentConfig
 from experiments.methods import METHODS
 from experiments.presets import DEFAULT_PRESET
 from experiments.run import RunDir
-from experiments.sweep_report import compare, label, write_tables
+from experiments.reports import compare, label, write_tables
 
 Method = Literal["at", "ad", "dpt", "dt", "bc10", "oracle", "random"]
 

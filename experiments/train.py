@@ -26,6 +26,7 @@ from experiments.cli import EXPECTED_ERRORS, ConfigArg, DistributedArgs, JobErro
 from experiments.config import ExperimentConfig
 from experiments.own_data import check_inherited
 from experiments.presets import DEFAULT_PRESET, PRESETS, get_preset
+from experiments.reports import summary_table
 from experiments.run import DataSummary, RunDir, check_task, check_trials, is_writer
 
 
@@ -340,8 +341,6 @@ def _global(batch: dict, shardings: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from experiments.evaluate import summary_table
-
     try:
         command = parse(TrainCommand, argv, description=__doc__.splitlines()[0])
         check_inherited(command.preset, get_preset(command.preset), command.config)

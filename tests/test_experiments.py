@@ -241,7 +241,8 @@ def test_hidden_task_preset_makes_its_data_trains_and_reports_success(tmp_path):
     assert "success rate" in (config.run_dir / "eval.md").read_text()
     # The hidden-task presets roll out the uniform random floor on the same environments: the same figures
     # as the random actor rolled out alone.
-    from experiments.evaluate import random_actor, rollout, summary_table
+    from experiments.evaluate import random_actor, rollout
+    from experiments.reports import summary_table
     from experiments.run import RunDir
 
     floor, data = ev["random_floor"], RunDir(config.run_dir).data()

@@ -104,7 +104,7 @@ def test_evaluate_checkpoint_seed_and_another_task_of_the_family(run, tmp_path, 
 
 
 def test_eval_plot_band_stays_within_the_returns_that_happened():
-    from experiments.evaluate import return_band
+    from experiments.reports.evaluation import return_band
 
     returns = np.array([[0.0, 0.0, 0.0, 10.0], [0.0, 10.0, 10.0, 10.0]])  # sparse: mean - std < 0 in trial 1
     assert (returns.mean(axis=1) - returns.std(axis=1))[0] < 0

@@ -4,8 +4,8 @@ title, TensorBoard's success rate, random floor and config, trials.png's distinc
 import numpy as np
 import pytest
 
-from experiments import evaluate as evaluate_job, sweep_report
 from experiments.config import ExperimentConfig
+from experiments.reports import evaluation, summary, sweep as sweep_report
 from experiments.run import RunDir
 from experiments.train import MetricLog
 
@@ -37,12 +37,12 @@ def _result(num_envs):
 
 
 def test_one_environment_prints_no_spread_and_the_plot_names_task_success_and_floor(tmp_path):
-    lines = "\n".join(evaluate_job._per_trial_lines(_result(1)))
+    lines = "\n".join(summary.per_trial_lines(_result(1)))
     assert "±" not in lines and "| 1 | 0.00 | 0% |" in lines
-    assert "± 0.50" in "\n".join(evaluate_job._per_trial_lines(_result(2)))
-    title = evaluate_job.plot_title(_result(2))
+    assert "± 0.50" in "\n".join(summary.per_trial_lines(_result(2)))
+    title = evaluation.plot_title(_result(2))
     assert title == "dark_room_hidden_heldout: 2 envs x 2 trials; last-trial success 100%; random floor 0.50"
-    evaluate_job.write_reports(RunDir(tmp_path), _result(2))
+    evaluation.write_reports(RunDir(tmp_path), _result(2))
     assert (tmp_path / "eval.png").stat().st_size > 1000
 
 
@@ -99,26 +99,23 @@ def test_trials_plot_gives_every_curve_its_own_marker_and_offset(tmp_path, monke
 
 
 def test_a_long_evaluation_s_summary_shows_a_readable_choice_of_trials():
-    from experiments.evaluate import shown_trials
-
-    assert shown_trials(12) == list(range(12))
-    picked = shown_trials(256)
+    assert summary.shown_trials(12) == list(range(12))
+    picked = summary.shown_trials(256)
     assert picked[:8] == list(range(8)) and picked[-1] == 255 and len(picked) <= 16
     assert picked == sorted(set(picked))
 
 
 def test_the_main_job_s_summary_prints_its_preset_s_reference_lines():
-    from experiments.evaluate import summary_table
     from experiments.presets import DEFAULT_PRESET, PRESETS
 
     ev = {"task": "dark_room_hidden_heldout", "num_envs": 2, "num_trials": 2, "per_trial_mean_return": [1.0, 2.0],
           "per_trial_std_return": [0.5, 0.5], "per_trial_success_rate": [0.5, 1.0], "oracle_return": 16.0,
           "last_trial_mean_return": 2.0, "best_of_n_mean_return": 2.0, "dataset_median_return": 14.0,
           "dataset_max_return": 20.0}
-    summary = {"eval": ev, "run_dir": "runs/x", "final_loss": 0.5, "tensorboard": "t", "checkpoints": "c"}
+    run = {"eval": ev, "run_dir": "runs/x", "final_loss": 0.5, "tensorboard": "t", "checkpoints": "c"}
     references = PRESETS[DEFAULT_PRESET].references
     assert references and all(label.startswith(("DT", "BC")) for label, _ in references)
-    text = summary_table(summary, references=references)
+    text = summary.summary_table(run, references=references)
     for label, value in references:
         assert label in text and f"{value:.2f}" in text
     assert "oracle (told the task; exact)" in text and "16.00" in text

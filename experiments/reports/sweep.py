@@ -1,4 +1,5 @@
-"""The context sweep's reports: each method's mean and spread over seeds, as tables and plots.
+"""The context sweep's reports (``experiments.sweep``): each method's mean and spread over seeds, as tables
+and plots.
 
 ``write_tables`` writes ``sweep.md`` (the paper's Table 5 shape, then per-trial returns and, on hidden-task
 families, per-trial success rates), ``sweep.csv``, ``cells.json``, ``sweep.png`` (return against
