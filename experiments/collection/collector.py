@@ -33,6 +33,7 @@ import numpy as np
 import datasets
 import envs
 from datasets.atomic import atomic_path
+from datasets.settings import DatasetSettings
 from experiments.collection.episode import play_episode
 from experiments.collection.sac_config import SACConfig
 
@@ -187,18 +188,6 @@ def _write_json(path: Path, value) -> None:
         temporary.write_text(json.dumps(value, indent=1) + "\n")
 
 
-def _check_identity(config: CollectConfig, directory: Path) -> None:
-    path = directory / "collect.json"
-    if not path.exists():
-        _write_json(path, config.identity())
-        return
-    stored = json.loads(path.read_text())
-    for name, value in config.identity().items():
-        if stored.get(name) != value:
-            raise ValueError(f"{name}: {value!r} differs from {stored.get(name)!r} of the run in {directory}; "
-                             "use another --out or --algo to start a different run")
-
-
 def _make_policy(config: CollectConfig, spec):
     from experiments.collection import policies  # JAX and Flax: not needed to parse a command line
 
@@ -266,7 +255,8 @@ def collect(config: CollectConfig) -> dict:
         return _collect_histories(config)
     directory = data_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
-    _check_identity(config, directory)
+    DatasetSettings(directory, "collect.json", config.identity(),
+                    advice="use another --out or --algo to start a different run").claim()
     env = envs.make(config.task, seed=config.seed, action_repeat=config.action_repeat)
     policy = _make_policy(config, spec)
     done, log = _resume(config, env, policy, directory)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +24,7 @@ import numpy as np
 
 import datasets
 import envs
+from datasets.settings import DatasetSettings
 from experiments.collection.demonstrators import Source, history_seed, make_source
 from experiments.collection.sac import SACConfig
 from experiments.collection.episode import play_episode
@@ -164,18 +164,8 @@ def write_dataset(root: str | Path, *, task: str = "point_nav_hidden", source: S
         settings["eps_min"] = eps_min
     if source == "sac":
         sac = sac or SACConfig()
-        settings["sac"] = json.loads(json.dumps(dataclasses.asdict(sac)))
-    settings_path = directory / "demonstrators.json"
-    if settings_path.exists():
-        stored = json.loads(settings_path.read_text())
-        for name, value in settings.items():
-            if (made_with := stored.get(name, _SETTING_DEFAULTS.get(name))) != value:
-                raise ValueError(f"{name}: {value!r} differs from {made_with!r} of the data in {directory}")
-    else:
-        from datasets.atomic import atomic_path
-
-        with atomic_path(settings_path) as temporary:
-            temporary.write_text(json.dumps(settings, indent=1) + "\n")
+        settings["sac"] = dataclasses.asdict(sac)
+    DatasetSettings(directory, "demonstrators.json", settings, defaults=_SETTING_DEFAULTS).claim()
     on_disk = {datasets.exorl.parse_name(path)[0] for path in buffer.glob("episode_*.npz")}
     todo = [h for h in range(num_histories)
             if not all(h * episodes_per_history + i in on_disk for i in range(episodes_per_history))]

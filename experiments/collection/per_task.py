@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 
 import datasets
 import envs
-from datasets.atomic import atomic_path
+from datasets.settings import DatasetSettings
 
 __all__ = ["write_per_task", "STORED_REWARD_TOLERANCE"]
 
@@ -73,12 +72,8 @@ def write_per_task(root: str | Path, *, task: str, source_algo: str, algo: str, 
     buffer = directory / "buffer"
     settings = {"task": spec.name, "source_algo": source_algo, "action_repeat": int(action_repeat),
                 "tasks": tasks.tolist()}
-    settings_path = directory / "per_task.json"
-    if settings_path.exists():
-        stored = json.loads(settings_path.read_text())
-        for name, value in settings.items():
-            if stored.get(name) != value:
-                raise ValueError(f"{name}: {value!r} differs from {stored.get(name)!r} of the data in {directory}")
+    record = DatasetSettings(directory, "per_task.json", settings)
+    record.check()
     n = len(tasks)
     on_disk = {datasets.exorl.parse_name(path)[0] for path in buffer.glob("episode_*.npz")}
     wanted = len(list((source / "buffer").glob("episode_*.npz")))
@@ -90,10 +85,7 @@ def write_per_task(root: str | Path, *, task: str, source_algo: str, algo: str, 
         if all(e * n + j in on_disk for j in range(n)):
             continue
         copies = _copies(spec.name, episode, tasks, action_repeat)
-        if not settings_path.exists():  # after the first episode relabels: a refused run leaves nothing
-            directory.mkdir(parents=True, exist_ok=True)
-            with atomic_path(settings_path) as temporary:
-                temporary.write_text(json.dumps(settings, indent=1) + "\n")
+        record.record()  # after the first episode relabels: a refused run leaves nothing
         datasets.exorl.save(root, spec.domain, algo, copies, first_index=e * n)
     return buffer
 
