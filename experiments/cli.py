@@ -2,12 +2,17 @@
 one of its fields (tyro), and ``--distributed.*`` joins several processes into one JAX runtime.
 
 ``--help`` lists the presets, each with the command that runs it, and the choices of every enum-like field.
+A command line that tyro refuses (a value of the wrong type, an unknown choice or flag, a value a config
+refuses) becomes one ``CommandLineError``, which a job prints as one ``error: ...`` line (``fail``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -30,6 +35,10 @@ PresetArg = Annotated[PresetName, tyro.conf.arg(help=PRESET_HELP)]
 
 class JobError(RuntimeError):
     """A job refused or stopped for a reason its message explains (a busy run directory, a non-finite loss)."""
+
+
+class CommandLineError(ValueError):
+    """A command line refused by its parser: the flag, the value and why, in one line."""
 
 
 # What a job's main reports as one ``error: ...`` line and exit code 2: refusals that name what to change
@@ -107,11 +116,14 @@ def preset_from_argv(argv: list[str]) -> str:
     for i, arg in enumerate(argv):
         if arg == "--preset":
             if i + 1 >= len(argv):
-                raise ValueError("--preset needs a name")
+                raise CommandLineError("--preset needs a name")
             name = argv[i + 1]
         elif arg.startswith("--preset="):
             name = arg.split("=", 1)[1]
-    get_preset(name)  # an unknown name fails here, with the close matches
+    try:
+        get_preset(name)  # an unknown name fails here, with the close matches
+    except ValueError as error:
+        raise CommandLineError(f"--preset {name}: {error}") from None
     return name
 
 
@@ -131,11 +143,87 @@ def prog_name(module: str) -> str:
     return f"python -m {module}"
 
 
-def parse(command_type, argv=None, *, description: str):
-    """Parses ``argv`` into ``command_type``, a dataclass with fields ``config`` (flattened into the
-    command line), ``preset`` and the command's own flags; the chosen preset supplies the defaults."""
+def parse(command_type, argv=None, *, description: str, prog: str | None = None):
+    """Parses ``argv`` (default: ``sys.argv[1:]``) into ``command_type``, a dataclass. A command with the
+    fields ``config`` (flattened into the command line) and ``preset`` takes its defaults from the chosen preset.
+
+    Args:
+      description: the first line of ``--help``.
+      prog: the job's name in its usage lines (default: ``prog_name`` of ``command_type``'s module).
+
+    Raises:
+      CommandLineError: a refused command line, in one line. ``--help`` prints tyro's help and exits 0.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    name = preset_from_argv(argv)
-    default = command_type(config=get_preset(name), preset=name)
-    return tyro.cli(command_type, args=argv, default=default, description=description,
-                    prog=prog_name(command_type.__module__))
+    default = None
+    if {"config", "preset"} <= {field.name for field in dataclasses.fields(command_type)}:
+        name = preset_from_argv(argv)
+        default = command_type(config=get_preset(name), preset=name)
+    options = dict(description=description, prog=prog or prog_name(command_type.__module__))
+    if default is not None:
+        options["default"] = default
+    if "-h" in argv or "--help" in argv:  # help as tyro renders it
+        return tyro.cli(command_type, args=argv, **options)
+    refused = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(refused), _unwrapped():
+            command = tyro.cli(command_type, args=argv, **options)
+    except SystemExit as exit:
+        if exit.code:
+            raise CommandLineError(refusal_line(refused.getvalue())) from None
+        raise
+    sys.stderr.write(refused.getvalue())  # what tyro says of a command line it accepts (warnings)
+    return command
+
+
+@contextlib.contextmanager
+def _unwrapped():
+    """A terminal wide enough that tyro wraps no line of its message (its width follows ``COLUMNS``)."""
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100000"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = before
+
+
+_BOX_EDGE = re.compile(r"^[╭╰]─*(?: (.*?) )?─*[╮╯]$")
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def refusal_line(text: str) -> str:
+    """tyro's refusal, a titled box of sections (the message, then help or suggestions) drawn in UTF-8 or
+    ASCII (where stdout is not UTF-8), as one line: the message, with the flags tyro suggests for an
+    unrecognised one. Text in any other shape is joined as it is.
+
+    Args:
+      text: what tyro printed on stderr.
+    """
+    title, sections = None, [[]]
+    for raw in _COLOUR.sub("", text).splitlines():
+        line = raw.strip()
+        if edge := _BOX_EDGE.match(line):
+            title = (edge.group(1) or "") if title is None else title
+            continue
+        row = line.removeprefix("│").removesuffix("│").strip()
+        if row and set(row) <= {"─", "-"}:
+            sections.append([])
+        elif row:
+            sections[-1].append(row)
+    if title is None and len(sections) > 1 and len(sections[0]) == 1:  # ASCII: the title, then a rule
+        title, sections = sections[0][0], sections[1:]
+    first = sections[0]
+    if title == "Required options":
+        missing = [row.split()[0] for row in first if row.startswith("-")]
+        return "missing " + ", ".join(missing) + " (required)" if missing else " ".join(first)
+    message = " ".join(" ".join(first).split())
+    message = re.sub(r"^Error parsing (-\S+):", r"\1:", message)  # "--optim.learning-rate: could not ..."
+    message = re.sub(r"^Error parsing [^-\s]\S*: ", "", message)  # a config's own refusal names its field
+    suggested = [row.split()[0] for section in sections[1:] if section and "meant" in section[0]
+                 for row in section[1:] if row.startswith("--")]
+    if suggested:
+        message += f" (did you mean {', '.join(suggested)}?)"
+    return message or " ".join(" ".join(text.split()).split())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.cli import EXPECTED_ERRORS, DistributedArgs, fail, prog_name
+from experiments.cli import EXPECTED_ERRORS, DistributedArgs, fail, parse
 from experiments.config import ExperimentConfig
 from experiments.reports import markdown_table, write_reports
 from experiments.run import Checkpoint, DataSummary, RunDir, check_trials, is_writer, on_task, report_dir
@@ -346,10 +346,8 @@ class EvaluateCommand:
 
 
 def main(argv=None) -> int:
-    import tyro
-
-    args = tyro.cli(EvaluateCommand, args=argv, description=__doc__.splitlines()[0], prog=prog_name(__name__))
     try:
+        args = parse(EvaluateCommand, argv, description=__doc__.splitlines()[0])
         args.distributed.initialize()
         result = evaluate_run(args.run, checkpoint=args.checkpoint, task=args.task, num_envs=args.num_envs,
                               num_trials=args.num_trials, video=args.video, target_return=args.target_return,

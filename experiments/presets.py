@@ -224,5 +224,5 @@ def get_preset(name: str) -> ExperimentConfig:
 
         close = difflib.get_close_matches(name, PRESETS, n=3)
         hint = f"; did you mean {close}?" if close else ""
-        raise ValueError(f"experiment preset {name!r} is unknown{hint} Known presets: {sorted(PRESETS)}")
+        raise ValueError(f"experiment preset {name!r} is unknown{hint or '.'} Known presets: {sorted(PRESETS)}")
     return PRESETS[name].config
