@@ -131,6 +131,25 @@ def test_rerun_with_other_settings_names_the_setting(tmp_path):
         collect.collect(_config(tmp_path, episodes=2, action_repeat=25))
 
 
+def test_the_command_line_collects_and_runs_the_recipes_as_subcommands(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert collect.main(["--out", str(out), "--episodes", "2", "--action-repeat", "50", "--no-progress"]) == 0
+    assert len(collect.load_episodes(_config(out, episodes=2))) == 2
+    assert capsys.readouterr().out.startswith(f"2 episodes in {collect.data_dir(_config(out))}")
+    assert collect.main(["curves", "--task", "dark_room_hidden", "--histories", "2", "--episodes-per-history", "3",
+                         "--out", str(tmp_path / "curves")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("dark_room_hidden: 2 histories x 3 episodes")
+    assert [line.split()[0] for line in printed[1:]] == ["random", "searcher", "ad_eps", "oracle", "q_learning"]
+    assert (tmp_path / "curves" / "dark_room" / "oracle" / "demonstrators.json").is_file()
+    assert collect.main(["per-task", "--root", str(out), "--task", "cartpole_swingup", "--source-algo", "random",
+                         "--algo", "copies"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: task: 'cartpole_swingup' is not a hidden-task family") and err.count("\n") == 1
+    assert collect.main(["curves", "--histories", "many"]) == 2
+    assert capsys.readouterr().err == "error: --histories: invalid literal for int() with base 10: 'many'\n"
+
+
 @pytest.mark.parametrize("changes, field", [({"episodes": 0}, "episodes"), ({"task": "cartpol"}, "name"),
                                             ({"action_repeat": 0}, "action_repeat"), ({"seed": -1}, "seed"),
                                             ({"algo": "a/b"}, "algo")])

@@ -95,6 +95,16 @@ def test_per_task_copies_carry_their_target_and_the_own_one_reproduces(explored,
     assert {p.name: p.stat().st_mtime_ns for p in buffer.iterdir()} == stamps
 
 
+def test_the_per_task_command_line(explored, capsys):
+    from experiments import collect
+
+    assert collect.main(["per-task", "--root", str(explored), "--task", MAZE, "--source-algo", "explorer",
+                         "--algo", "from_cli", "--action-repeat", "10", "--max-episodes", "1"]) == 0
+    buffer = explored / "point_mass_maze" / "from_cli" / "buffer"
+    assert capsys.readouterr().out == f"wrote 4 episodes to {buffer}\n"  # one episode, once per target
+    assert json.loads((buffer.parent / "per_task.json").read_text())["source_algo"] == "explorer"
+
+
 def test_per_task_refuses_what_it_cannot_relabel(explored, tmp_path):
     with pytest.raises(ValueError, match="action_repeat"):  # relabelled under another repeat: refused
         write_per_task(explored, task=MAZE, source_algo="explorer", algo="wrong_repeat", action_repeat=5)

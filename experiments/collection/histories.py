@@ -9,13 +9,11 @@ per episode, resumably and atomically.
 Besides the scripted sources (``demonstrators.make_source``), ``source="sac"`` writes learning histories:
 each history is a fresh soft actor-critic learning its own task from scratch (the task is no secret to
 it: it is rewarded by it), its episodes in the order it played them, as Algorithm Distillation's data.
-
-    python -m experiments.collection.histories --histories 600    # each source's curve over a history
+``python -m experiments.collect curves`` prints each source's curve over a history.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 from typing import Literal
@@ -225,37 +223,3 @@ def episode_index_curve(trajectories, episodes_per_history: int) -> dict[str, np
     success = np.array([float(np.max(t.rewards) >= envs.SUCCESS_REWARD) for t in trajectories]).reshape(
         -1, episodes_per_history)
     return {"mean_return": returns.mean(axis=0), "success": success.mean(axis=0), "histories": returns.shape[0]}
-
-
-def _measure(histories: int, per_history: int, task: str, seed: int, out: Path, eps_min: float = 0.0) -> None:
-    import time
-
-    print(f"{task}: {histories} histories x {per_history} episodes, seed {seed}; per episode index within a "
-          "history: mean return / success rate")
-    grid = envs.task_spec(task).discrete
-    for source in ("random", "searcher", "ad_eps", "oracle") + (("q_learning",) if grid else ()):
-        start, cpu = time.perf_counter(), time.process_time()
-        buffer = write_dataset(out, task=task, source=source, num_histories=histories,
-                               episodes_per_history=per_history, seed=seed, eps_min=eps_min)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        curve = episode_index_curve(datasets.read_episodes(buffer.parent), per_history)
-        cells = "  ".join(f"{r:5.2f}/{s:.2f}" for r, s in zip(curve["mean_return"], curve["success"]))
-        print(f"{source:8s} written in {seconds:5.1f} s ({cpu:5.1f} s CPU)  {cells}")
-
-
-if __name__ == "__main__":
-    import tempfile
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--histories", type=int, default=600)
-    parser.add_argument("--episodes-per-history", type=int, default=12)
-    parser.add_argument("--task", default="point_nav_hidden")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eps-min", type=float, default=0.0, help="the grids' ADε floor")
-    parser.add_argument("--out", type=Path, default=None, help="keep the datasets here (default: a temp dir)")
-    args = parser.parse_args()
-    if args.out is None:
-        with tempfile.TemporaryDirectory() as temporary:
-            _measure(args.histories, args.episodes_per_history, args.task, args.seed, Path(temporary), args.eps_min)
-    else:
-        _measure(args.histories, args.episodes_per_history, args.task, args.seed, args.out, args.eps_min)

@@ -9,15 +9,12 @@ so the sampler groups chains by task (``SamplerConfig.group_by="task"``).
 (``envs.relabel_rewards`` with several task parameters), and first checks that relabelling for the task
 the episode was collected under gives back its stored rewards, so data made with another action repeat
 or another simulator is refused rather than relabelled wrongly. Files are written atomically; a rerun
-with the same settings skips the episodes already complete and a different setting is refused.
-
-    python -m experiments.collection.per_task --root runs/data/maze_explore --task point_mass_maze_reach_hidden \\
-        --source-algo explorer --algo explorer_per_task --action-repeat 10
+with the same settings skips the episodes already complete and a different setting is refused
+(``datasets.settings``). Its command line is ``python -m experiments.collect per-task``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -106,26 +103,3 @@ def _copies(family: str, episode: datasets.Trajectory, tasks: np.ndarray, action
                              f"stored rewards by {error:.3g}; was it collected with action_repeat={action_repeat}?")
     return [dataclasses.replace(episode, rewards=rewards[j], task=tasks[j].copy(), history=None,
                                 source=f"{episode.source} relabelled for task {j}") for j in range(len(tasks))]
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, required=True, help="the ExoRL root of the source data")
-    parser.add_argument("--task", required=True, help="the hidden-task family, e.g. point_mass_maze_reach_hidden")
-    parser.add_argument("--source-algo", required=True, help="the directory of the episodes to relabel")
-    parser.add_argument("--algo", required=True, help="the directory to write the per-task copies to")
-    parser.add_argument("--action-repeat", type=int, default=1, help="the repeat the source was collected with")
-    parser.add_argument("--max-episodes", type=int, default=None, help="relabel only the first this many")
-    args = parser.parse_args(argv)
-    try:
-        buffer = write_per_task(args.root, task=args.task, source_algo=args.source_algo, algo=args.algo,
-                                action_repeat=args.action_repeat, max_episodes=args.max_episodes)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}")
-        return 2
-    print(f"wrote {len(list(buffer.glob('episode_*.npz')))} episodes to {buffer}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
