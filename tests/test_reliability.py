@@ -7,6 +7,8 @@ works on its own copy.
 """
 
 import dataclasses
+import errno
+import os
 import shutil
 
 import numpy as np
@@ -262,3 +264,102 @@ def test_a_resume_that_runs_no_step_reports_the_saved_loss(stopped, tmp_path):
     summary = train_job.train(done, force=True, evaluate_at_end=False, quiet=True)
     assert summary["steps"] == 8 and np.isfinite(summary["final_loss"])
     assert summary["final_loss"] == Checkpoints(config.run_dir / "checkpoints", 3).notes(8)["loss"]
+
+
+# Files and disks: a read-only run directory and a full disk are one error line, and lose nothing on disk.
+
+def _train_argv(config) -> list[str]:
+    """The command line of ``config`` (a ``_config`` run)."""
+    return ["--preset", "tiny", "--name", config.name, "--runs-dir", config.runs_dir, "--data.root", config.data.root,
+            "--data.algo", config.data.algo, "--train.steps", str(config.train.steps), "--train.checkpoint-every",
+            str(config.train.checkpoint_every), "--train.log-every", str(config.train.log_every),
+            "--eval.num-envs", str(config.eval.num_envs), "--eval.num-trials", str(config.eval.num_trials)]
+
+
+def _one_error_line(err: str, *words: str) -> str:
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in errors[0], (word, errors[0])
+    return errors[0]
+
+
+def _read_only(path):
+    """Makes ``path`` read-only (0o555); skips where that does not stop this process writing (root)."""
+    path.chmod(0o555)
+    if os.access(path, os.W_OK):
+        path.chmod(0o755)
+        pytest.skip("running as root: chmod 0o555 leaves the directory writable to this process, so a read-only "
+                    "directory cannot be made here (the injected EROFS tests cover the same path)")
+
+
+@pytest.mark.parametrize("job", ["train", "evaluate"])
+def test_a_read_only_run_directory_is_one_error_line_and_loses_nothing(job, stopped, tmp_path, capsys):
+    from experiments import evaluate as evaluate_job
+
+    config = _copy(stopped, tmp_path)
+    before = _files(config.run_dir)
+    _read_only(config.run_dir)
+    try:
+        if job == "train":
+            assert train_job.main(_train_argv(config)) == 2
+        else:
+            assert evaluate_job.main(["--run", str(config.run_dir)]) == 2
+    finally:
+        config.run_dir.chmod(0o755)
+    _one_error_line(capsys.readouterr().err, "Permission denied", str(config.run_dir))
+    assert _files(config.run_dir) == before
+
+
+def _failing_write(monkeypatch, name: str, code: int, message: str):
+    """Every atomic write of a run file called ``name`` fails after its temporary file is written, as a full
+    (or read-only) disk fails it."""
+    import contextlib
+
+    from experiments import run as run_module
+
+    real = run_module.atomic_path
+
+    @contextlib.contextmanager
+    def failing(path, suffix=""):
+        with real(path, suffix) as temporary:
+            yield temporary
+            if os.path.basename(path) == name:
+                raise OSError(code, message, str(temporary))
+
+    monkeypatch.setattr(run_module, "atomic_path", failing)
+
+
+@pytest.mark.parametrize("code, message", [(errno.ENOSPC, "No space left on device"),
+                                           (errno.EROFS, "Read-only file system")])
+def test_a_full_or_read_only_disk_at_a_report_is_one_error_line_and_keeps_the_earlier_reports(
+        code, message, stopped, tmp_path, capsys, monkeypatch):
+    from experiments import evaluate as evaluate_job
+
+    config = _copy(stopped, tmp_path)
+    assert evaluate_job.main(["--run", str(config.run_dir), "--num-trials", "1"]) == 0
+    capsys.readouterr()
+    before = _files(config.run_dir)
+    _failing_write(monkeypatch, "eval.json", code, message)  # the first report an evaluation writes
+    assert evaluate_job.main(["--run", str(config.run_dir), "--seed", "5"]) == 2
+    _one_error_line(capsys.readouterr().err, message, "eval.json")
+    assert _files(config.run_dir) == before  # the earlier reports whole, no temporary file left
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_error_line_and_the_run_resumes_later(stopped, tmp_path, capsys,
+                                                                                   monkeypatch):
+    config = _copy(stopped, tmp_path)
+    before = _files(config.run_dir / "checkpoints")
+
+    def full_disk(self, step, state, metrics=None, notes=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.directory / str(step)))
+
+    monkeypatch.setattr(Checkpoints, "save", full_disk)
+    assert train_job.main(_train_argv(config)) == 2
+    _one_error_line(capsys.readouterr().err, "No space left on device", "checkpoints")
+    assert _files(config.run_dir / "checkpoints") == before  # checkpoints 4 and 8 as they were
+    assert not (config.run_dir / "summary.json").exists()
+    monkeypatch.undo()  # space again: the run resumes from step 8 and finishes
+    summary = train_job.train(config, evaluate_at_end=False, quiet=True)
+    assert summary["steps"] == 12 and np.isfinite(summary["final_loss"])
+    assert Checkpoints(config.run_dir / "checkpoints", 3).steps() == [4, 8, 12]
