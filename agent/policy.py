@@ -74,7 +74,10 @@ class InContextPolicy:
         self.sample, self.sample_noise, self._key, self._calls = sample, sample_noise, jax.random.key(seed), 0
         self._decode = jax.jit(self._decode_fn, static_argnames=("window",), donate_argnums=(1,))
         self._full = jax.jit(self._full_fn)
-        self.cache = None if self.recompute else init_cache(model.stack(decoding=True), num_envs, self.max_tokens)
+        # A call feeds at most tokens_per_step tokens (the previous step's tail and the current step's head);
+        # windowed layers keep only the window and those (ring.decode.cache_length).
+        self.cache = None if self.recompute else init_cache(model.stack(decoding=True), num_envs, self.max_tokens,
+                                                            max_new=cfg.tokens_per_step, shards=shards)
         if model.mesh is not None:  # the cache's length is split over the ring axis; parameters replicated
             if self.cache is not None:
                 self.cache = place(self.cache, NamedSharding(model.mesh, P(None, "sp")))

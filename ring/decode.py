@@ -1,8 +1,11 @@
 """Attention of a few new tokens over a KV cache, optionally sharded over the ring axis.
 
-A cache slot ``j`` holds the keys and values of token ``j`` of its row's stream. New queries at positions
-``p`` attend to every slot ``j <= p`` (causal; slots not yet written lie beyond ``p``), so one decoding
-step costs O(context), not O(context^2).
+A cache of ``L`` slots is a ring buffer: token ``j`` of a row's stream lives in slot ``j mod L``. New
+queries at positions ``p`` attend to the tokens ``j <= p`` the cache holds (causal), so one decoding step
+costs O(cache), not O(context^2). A cache at least as long as the stream is the plain case (slot ``j``
+holds token ``j``; slots beyond the last written token are never read, so a reused cache needs no
+clearing); a layer with a sliding window of ``W`` tokens needs only ``W + t - 1`` slots when it decodes
+``t`` tokens a call (:func:`cache_length`), whatever the length of the stream.
 
 When the cache is sharded along its length over ``axis_name``, every device attends over its share and
 returns the partial result with its log-sum-exp; the shares are merged exactly (tree-attention style):
@@ -25,13 +28,34 @@ from jax.sharding import PartitionSpec as P
 from ring.checks import check_window
 
 
+def cache_length(max_len: int, window: int | None, max_new: int = 1, shards: int = 1) -> int:
+    """Slots a layer's cache needs for streams of up to ``max_len`` tokens decoded ``max_new`` at a time:
+    ``max_len`` for full attention; with a ``window``, the last ``window`` tokens of the oldest new query
+    and the new tokens after it, ``window + max_new - 1`` (rounded up to a multiple of ``shards``, the
+    devices its length is split over), when that is shorter."""
+    if window is None:
+        return max_len
+    needed = -(-(window + max_new - 1) // shards) * shards
+    return min(max_len, needed)
+
+
 def write_cache(cache, new, start):
-    """Writes ``new`` [b, t, h, d] into ``cache`` [b, L, h, d] at row-wise offsets ``start`` int32 [b]."""
-    return jax.vmap(lambda c, x, s: lax.dynamic_update_slice_in_dim(c, x, s, 0))(cache, new.astype(cache.dtype), start)
+    """Writes ``new`` [b, t, h, d] into ``cache`` [b, L, h, d] at the tokens ``start`` .. ``start + t - 1``
+    of each row (``start`` int32 [b]): slots ``(start + i) mod L``."""
+    length, t = cache.shape[1], new.shape[1]
+    slots = (start[:, None] + jnp.arange(t, dtype=start.dtype)[None]) % length
+    return jax.vmap(lambda c, x, s: c.at[s].set(x, unique_indices=True))(cache, new.astype(cache.dtype), slots)
 
 
-def _partial_attention(q, k_cache, v_cache, q_positions, slot_offset, window=None):
-    """Unnormalised softmax pieces of q over one cache shard.
+def slot_positions(slots, last, length):
+    """The token each of ``slots`` holds in a ring buffer of ``length`` slots whose newest token is ``last``
+    ([b]): ``last - ((last - slot) mod length)``; negative for slots not written yet. Returns [b, slots]."""
+    return last[:, None] - (last[:, None] - slots[None, :]) % length
+
+
+def _partial_attention(q, k_cache, v_cache, q_positions, slot_offset, window=None, total_length=None):
+    """Unnormalised softmax pieces of q over one cache shard (slots ``slot_offset`` onwards of a ring
+    buffer of ``total_length`` slots, default this shard's length).
 
     Returns:
       out [b, t, hq, d] (normalised within the shard) and lse [b, t, hq] (natural log; -inf where the
@@ -42,10 +66,11 @@ def _partial_attention(q, k_cache, v_cache, q_positions, slot_offset, window=Non
     groups = q_heads // kv_heads
     qg = q.astype(jnp.float32).reshape(batch, t_new, kv_heads, groups, head_dim) / math.sqrt(head_dim)
     scores = jnp.einsum("bthgd,blhd->bhgtl", qg, k_cache.astype(jnp.float32), precision=lax.Precision.HIGHEST)
-    slots = slot_offset + jnp.arange(length)
-    visible = slots[None, None, :] <= q_positions[:, :, None]  # [b, t, L]
-    if window is not None:  # sliding window: slots j > p - window
-        visible &= slots[None, None, :] > q_positions[:, :, None] - window
+    held = slot_positions(slot_offset + jnp.arange(length), q_positions[:, -1],
+                          length if total_length is None else total_length)[:, None, :]  # [b, 1, L]
+    visible = (held >= 0) & (held <= q_positions[:, :, None])  # [b, t, L]
+    if window is not None:  # sliding window: tokens j > p - window
+        visible &= held > q_positions[:, :, None] - window
     scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
     m = jnp.max(scores, axis=-1)
     m_safe = jnp.where(jnp.isneginf(m), 0.0, m)
@@ -64,12 +89,14 @@ def cached_attention(q, k_cache, v_cache, q_positions, *, mesh=None, axis_name: 
 
     Args:
       q: [batch, t_new, q_heads, head_dim], the new tokens' queries.
-      k_cache, v_cache: [batch, max_len, kv_heads, head_dim], with the new tokens already written.
-      q_positions: int32 [batch, t_new], each new token's slot index.
+      k_cache, v_cache: [batch, slots, kv_heads, head_dim], with the new tokens already written
+        (:func:`write_cache`): a ring buffer, token j in slot j mod slots.
+      q_positions: int32 [batch, t_new], each new token's position in its row's stream, consecutive; the
+        last is the newest token the cache holds.
       mesh: when given, the cache is sharded along max_len over ``axis_name`` (and the batch over
         ``batch_axis``); partial results are merged exactly by log-sum-exp.
-      window: sliding window: a query at slot p attends to slots j with p - window < j <= p (the cache
-        keeps every slot; the older ones are masked).
+      window: sliding window: a query at position p attends to tokens j with p - window < j <= p; the
+        cache then needs only :func:`cache_length` slots.
 
     Returns:
       [batch, t_new, q_heads, head_dim] in q's dtype.
@@ -89,7 +116,7 @@ def cached_attention(q, k_cache, v_cache, q_positions, *, mesh=None, axis_name: 
 
     def local(q, k_cache, v_cache, q_positions):
         offset = lax.axis_index(axis_name) * shard_len
-        out, lse = _partial_attention(q, k_cache, v_cache, q_positions, offset, window)
+        out, lse = _partial_attention(q, k_cache, v_cache, q_positions, offset, window, shard_len * n)
         m = lax.pmax(lse, axis_name)
         m = jnp.where(jnp.isneginf(m), 0.0, m)
         weight = jnp.exp(lse - m)  # 0 for shards that see no slot

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from ring.checks import check_impl, check_window
-from ring.decode import cached_attention, write_cache
+from ring.decode import cache_length, cached_attention, write_cache
 from ring.feedforward import blockwise_feedforward
 from ring.reference import reference_attention
 from ring.ring_attention import blockwise_attention
@@ -267,14 +267,25 @@ class Transformer(nn.Module):
         return (x, cache) if decoding else x
 
 
-def init_cache(model: Transformer, batch: int, max_len: int, dtype=jnp.float32):
-    """An empty KV cache for ``model``: per layer (k, v) [batch, max_len, kv_heads, head_dim].
+def init_cache(model: Transformer, batch: int, max_len: int, dtype=jnp.float32, *, max_new: int = 1,
+               shards: int = 1):
+    """An empty KV cache for ``model`` decoding streams of up to ``max_len`` tokens, ``max_new`` a call:
+    per layer (k, v) [batch, slots, kv_heads, head_dim], with ``max_len`` slots for full attention and
+    :func:`ring.decode.cache_length` (the window and the new tokens, a multiple of ``shards``) for a layer
+    with a sliding window.
 
     Stacked with a leading layer axis when the model scans its layers. Place it with ``jax.device_put``
-    on a sharding that splits max_len over the ring axis to decode with a sharded cache.
+    on a sharding that splits the slots over the ring axis (``shards`` devices) to decode with a sharded
+    cache.
     """
-    shape = (batch, max_len, model.num_kv_heads, model.head_dim)
+    if max_len % shards:
+        raise ValueError(f"max_len={max_len} must be divisible by shards={shards}")
+
+    def layer(window):
+        shape = (batch, cache_length(max_len, window, max_new, shards), model.num_kv_heads, model.head_dim)
+        return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
+
+    windows = model.layer_windows()
     if model.scan_layers:
-        stacked = (model.num_layers,) + shape
-        return (jnp.zeros(stacked, dtype), jnp.zeros(stacked, dtype))
-    return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(model.num_layers))
+        return tuple(jnp.broadcast_to(x, (model.num_layers,) + x.shape) for x in layer(windows[0]))
+    return tuple(layer(window) for window in windows)

@@ -53,6 +53,8 @@ def test_windowed_layers_read_only_their_window_and_decode_as_recomputed():
     model = AgenticTransformer(windowed, action_dim=ACT)
     policies = [InContextPolicy(model, params, num_envs=2, obs_dim=OBS, episode_length=6, num_trials=3,
                                 target_return=2.0, recompute=r) for r in (True, False)]
+    cached = policies[1].cache  # the windowed layer keeps its window and one call's tokens, not the context
+    assert cached[0][0].shape[1] == 8 + windowed.tokens_per_step - 1 < cached[1][0].shape[1]
     rng = np.random.default_rng(1)
     for _ in range(3):
         for policy in policies:

@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 from ring import choose_strategy, make_mesh, reference_attention, sharded_attention
 from ring.layouts import layout_permutation
-from ring.ring_attention import ring_hops
+from ring.ring_attention import block_step, ring_hops, window_chunk
 from ring.strategy import Shapes, temp_bytes
 from ring.transformer import Transformer, make_attention
 from tests import oracle
@@ -113,6 +113,21 @@ def test_window_on_eight_devices(strategy):
     for layout in ("contiguous", "zigzag"):
         _check(inputs, mesh=_mesh(8), strategy=strategy, layout=layout, window=32, query_chunk_size=8,
                key_chunk_size=16)
+
+
+def test_window_halves_the_chunks_it_cuts_through():
+    assert window_chunk(512, None) == 512
+    assert window_chunk(512, 1024) == 128  # an eighth of the window
+    assert window_chunk(512, 4096) == 512
+    assert window_chunk(512, 100) == 64  # not below 64 tokens
+    assert window_chunk(96, 16) == 48 and window_chunk(75, 16) == 75  # halved only while even: it divides the block
+    q = jnp.zeros((1, 1024, 2, 8))
+    step = block_step(q, q, True, 512, 256, True, "xla", 512)
+    assert (step.q_chunk, step.k_chunk) == (64, 64)
+    # Exact with the halved chunks: one device (512 -> 64) and the contiguous ring (256 -> 64 per block).
+    inputs = random_inputs(19, 1, 512, 4, 2, 8, segments=True)
+    _check(inputs, mesh=_mesh(1), window=512, query_chunk_size=512, key_chunk_size=512)
+    _check(inputs, mesh=_mesh(2), layout="contiguous", window=300, query_chunk_size=256, key_chunk_size=256)
 
 
 def test_batch_and_head_axes():
@@ -223,16 +238,49 @@ def test_windowed_layers_in_the_transformer():
 
 
 def test_windowed_decoding_matches_recompute():
-    # Decoding token by token over the cache, with a window, equals the windowed reference on the prefix.
-    from ring.decode import cached_attention
+    # Decoding over the cache, with a window, equals the windowed reference on the prefix: a cache as long as
+    # the stream, and ring buffers of only the window and the new tokens, fed 1 and 3 tokens a call, dense
+    # and split over 4 devices (the buffer rounded up to a multiple of 4).
+    from ring.decode import cache_length, cached_attention, write_cache
 
-    q, k, v, _, _ = random_inputs(41, 2, 16, 4, 2, 8)
-    want = reference_attention(q, k, v, window=5)
-    positions = jnp.tile(jnp.arange(16, dtype=jnp.int32)[None, :], (2, 1))
-    got = cached_attention(q, k, v, positions, window=5)
-    np.testing.assert_allclose(got, want, atol=1e-6)
-    sharded = cached_attention(q, k, v, positions, mesh=_mesh(4), window=5)
-    np.testing.assert_allclose(sharded, want, atol=1e-6)
+    q, k, v, _, _ = random_inputs(41, 2, 18, 4, 2, 8)
+    want = np.asarray(reference_attention(q, k, v, window=5))
+    positions = jnp.tile(jnp.arange(18, dtype=jnp.int32)[None, :], (2, 1))
+    np.testing.assert_allclose(cached_attention(q, k, v, positions, window=5), want, atol=1e-6)
+    np.testing.assert_allclose(cached_attention(q, k, v, positions, mesh=_mesh(2), window=5), want, atol=1e-6)
+    for t, shards in ((1, 1), (3, 1), (3, 4)):
+        slots = cache_length(18, 5, t, shards)
+        assert slots == {(1, 1): 5, (3, 1): 7, (3, 4): 8}[(t, shards)]
+        k_cache = v_cache = jnp.zeros((2, slots, 2, 8))
+        # A reused buffer: stale values from an earlier stream must never be read.
+        k_cache, v_cache = k_cache + 100.0, v_cache - 100.0
+        got = []
+        for start in range(0, 18, t):
+            new = slice(start, start + t)
+            at = jnp.full((2,), start, jnp.int32)
+            k_cache, v_cache = write_cache(k_cache, k[:, new], at), write_cache(v_cache, v[:, new], at)
+            mesh = _mesh(shards) if shards > 1 else None
+            got.append(cached_attention(q[:, new], k_cache, v_cache, positions[:, new], mesh=mesh, window=5))
+        np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=1e-5, err_msg=f"t={t}, shards={shards}")
+
+
+def test_windowed_layers_decode_with_short_caches():
+    # A windowed layer's cache holds only its window (and the new tokens); decoding equals the full forward.
+    from ring.transformer import init_cache
+
+    model = Transformer(num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=32,
+                        attention_fn=make_attention("reference"), remat_policy="none", windows=(4, None))
+    x = jax.random.normal(jax.random.key(3), (2, 12, 32))
+    params = model.init(jax.random.key(4), x)
+    want = model.apply(params, x)
+    cache = init_cache(model, 2, 12, max_new=2)
+    assert [layer[0].shape[1] for layer in cache] == [5, 12]
+    got = []
+    for start in range(0, 12, 2):
+        positions = jnp.tile(jnp.arange(start, start + 2, dtype=jnp.int32)[None], (2, 1))
+        y, cache = model.apply(params, x[:, start:start + 2], cache=cache, positions=positions)
+        got.append(y)
+    np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=1e-5)
 
 
 def test_errors():
