@@ -7,7 +7,9 @@ analysis (deterministic), for per-device blocks of 64 to 8,192 tokens at GQA rat
 kv_heads). Every strategy of one (block, ratio) cell is compiled first and then timed in turns, so load on
 a shared machine falls on all alike. Then the rule: which strategy ``"auto"`` picks in each cell under
 ``--memory-budget-mib``, its time against the cell's best, and its memory against the budget. Then the
-sliding window at ``seq / 8`` against full causal attention, per strategy, at ``--window-blocks``.
+sliding window at ``seq / 8`` against full causal attention, per strategy, at ``--window-blocks``: full
+causal at ``--chunk`` and at the window's own chunk (an eighth of the window), the window in the zigzag
+layout (every hop kept) and the contiguous one (the ring stops after the hops the window reaches).
 
     python -m experiments.bench.ring_strategies                     # the README's table
     python -m experiments.bench.ring_strategies --quick             # blocks 64, 512, 2048; one repeat
@@ -63,14 +65,15 @@ def _merged(paths):
         result = json.loads(Path(path).read_text())
         for section in ("rows", "window"):
             for row in result.get(section, []):
-                cells[(section, row["strategy"], row["block"], row["ratio"], row["window"])] = row
+                key = (row["strategy"], row["block"], row["ratio"], row["window"], row.get("layout"), row.get("chunk"))
+                cells[(section, *key)] = row
     return tuple([row for key, row in cells.items() if key[0] == section] for section in ("rows", "window"))
 
 
-def _attention(mesh, strategy, chunk, window=None):
+def _attention(mesh, strategy, chunk, window=None, layout="zigzag"):
     from ring import sharded_attention
 
-    return functools.partial(sharded_attention, mesh=mesh, layout="zigzag", natural_order=False,
+    return functools.partial(sharded_attention, mesh=mesh, layout=layout, natural_order=False,
                              strategy=strategy, query_chunk_size=chunk, key_chunk_size=chunk, window=window)
 
 
@@ -89,30 +92,53 @@ def _compiled(fn, q_shape, kv_shape, sharding):
     return int(compiled.memory_analysis().temp_size_in_bytes), functools.partial(compiled, *args)
 
 
-def _cell(args, mesh, n, block, ratio, windows=(None,)):
-    """Rows of every strategy (and window) at one per-device block and GQA ratio, timed in turns."""
+def _timed(args, mesh, block, variants):
+    """Compiles every variant (a row's settings: strategy, layout, chunk, window) at one per-device block
+    and times them in turns; returns the rows with their seconds and per-device temp bytes."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     sharding = NamedSharding(mesh, P(None, "sp"))
-    seq, kv_heads = n * block, args.q_heads // ratio
-    rows, calls = {}, {}
-    for strategy in STRATEGIES:
-        for window in windows:
-            fn = _attention(mesh, strategy, min(args.chunk, block), window)
-            temp, call = _compiled(fn, (1, seq, args.q_heads, args.head_dim), (1, seq, kv_heads, args.head_dim),
-                                   sharding)
-            key = (strategy, window)
-            rows[key] = {"strategy": strategy, "block": block, "seq": seq, "ratio": ratio, "kv_heads": kv_heads,
-                         "window": window, "fwd+bwd_temp_bytes": temp}
-            calls[key] = call
+    calls = {}
+    for i, row in enumerate(variants):
+        fn = _attention(mesh, row["strategy"], row["chunk"], row["window"], row["layout"])
+        q_shape, kv_shape = ((1, row["seq"], heads, args.head_dim) for heads in (args.q_heads, row["kv_heads"]))
+        row["fwd+bwd_temp_bytes"], calls[i] = _compiled(fn, q_shape, kv_shape, sharding)
     long = block > args.long_block
-    for key, seconds in harness.time_round_robin(calls, 1 if long else args.repeats, warmup=0 if long else 1).items():
-        rows[key]["fwd+bwd_seconds"] = seconds
-    for row in rows.values():
+    seconds = harness.time_round_robin(calls, 1 if long else args.repeats, warmup=0 if long else 1)
+    for i, row in enumerate(variants):
+        row["fwd+bwd_seconds"] = seconds[i]
         window = "full" if row["window"] is None else f"W={row['window']}"
-        print(f"{row['strategy']:9s} block={block:5d} ratio={ratio} {window:8s} fwd+bwd {row['fwd+bwd_seconds']:8.3f}s"
-              f"  temp/device {row['fwd+bwd_temp_bytes'] / 2**20:8.1f} MiB", flush=True)
-    return list(rows.values())
+        print(f"{row['strategy']:9s} block={block:5d} ratio={row['ratio']} {row['layout']:10s} "
+              f"chunk={row['chunk']:4d} {window:8s} fwd+bwd {row['fwd+bwd_seconds']:8.3f}s  temp/device "
+              f"{row['fwd+bwd_temp_bytes'] / 2**20:8.1f} MiB", flush=True)
+    return variants
+
+
+def _row(n, block, ratio, args, strategy, *, layout="zigzag", chunk=None, window=None):
+    return {"strategy": strategy, "block": block, "seq": n * block, "ratio": ratio,
+            "kv_heads": args.q_heads // ratio, "layout": layout, "chunk": min(args.chunk, block) if chunk is None else chunk, "window": window}
+
+
+def _cell(args, mesh, n, block, ratio):
+    """Every strategy at one per-device block and GQA ratio: full causal, zigzag, ``--chunk``."""
+    return _timed(args, mesh, block, [_row(n, block, ratio, args, s) for s in STRATEGIES])
+
+
+def _window_cell(args, mesh, n, block, ratio):
+    """The window W = seq / 8 against full causal attention, per strategy, timed in turns: full causal at
+    ``--chunk`` and at the window's chunk (``ring.ring_attention.window_chunk``: an eighth of W), both
+    zigzag; the window zigzag (every hop kept) and contiguous (the ring stops after 2 of n hops)."""
+    from ring.ring_attention import window_chunk
+
+    window = n * block // 8
+    chunk = min(args.chunk, block)
+    small = window_chunk(chunk, window)
+    variants = []
+    for strategy in STRATEGIES:
+        variants += [_row(n, block, ratio, args, strategy, chunk=c) for c in sorted({chunk, small}, reverse=True)]
+        variants += [_row(n, block, ratio, args, strategy, layout=layout, chunk=small, window=window)
+                     for layout in ("zigzag", "contiguous")]
+    return _timed(args, mesh, block, variants)
 
 
 def _auto(args, rows, n):
@@ -165,7 +191,7 @@ def main(argv=None):
     window_rows = []
     if not args.no_window:
         for block in args.window_blocks:
-            window_rows += _cell(args, mesh, n, block, args.ratios[-1], windows=(None, n * block // 8))
+            window_rows += _window_cell(args, mesh, n, block, args.ratios[-1])
             run.write(rows=rows, auto=auto, window=window_rows)
     print("\n" + _table(rows, auto) + "\n\n" + _window_table(window_rows))
     return run.write(rows=rows, auto=auto, window=window_rows, window_over_full=_window_ratios(window_rows))
@@ -187,19 +213,38 @@ def _table(rows, auto):
 
 
 def _window_ratios(window_rows):
-    full = {(r["strategy"], r["block"]): r for r in window_rows if r["window"] is None}
-    return [{"strategy": r["strategy"], "block": r["block"], "window": r["window"],
-             "time_over_full": r["fwd+bwd_seconds"] / full[(r["strategy"], r["block"])]["fwd+bwd_seconds"]}
-            for r in window_rows if r["window"] is not None]
+    """Per strategy and block: the window's time over full causal attention's at the same chunk and layout
+    (zigzag), and the best window's (either layout) over the best full causal's (either chunk)."""
+    verdicts = []
+    for strategy, block in dict.fromkeys((r["strategy"], r["block"]) for r in window_rows):
+        cell = [r for r in window_rows if (r["strategy"], r["block"]) == (strategy, block)]
+        full = [r for r in cell if r["window"] is None]
+        windowed = [r for r in cell if r["window"] is not None]
+        if not full or not windowed:
+            continue
+        same = next((f for f in full if f.get("chunk") == windowed[0].get("chunk")
+                     and f.get("layout", "zigzag") == "zigzag"), full[0])
+        zigzag = next((w for w in windowed if w.get("layout", "zigzag") == "zigzag"), windowed[0])
+        best_full = min(full, key=lambda r: r["fwd+bwd_seconds"])
+        best_window = min(windowed, key=lambda r: r["fwd+bwd_seconds"])
+        verdicts.append({
+            "strategy": strategy, "block": block, "window": zigzag["window"], "chunk": zigzag.get("chunk"),
+            "full_seconds": same["fwd+bwd_seconds"], "window_seconds": zigzag["fwd+bwd_seconds"],
+            "time_over_full": zigzag["fwd+bwd_seconds"] / same["fwd+bwd_seconds"],
+            "best_full": {"chunk": best_full.get("chunk"), "seconds": best_full["fwd+bwd_seconds"]},
+            "best_window": {"layout": best_window.get("layout", "zigzag"), "seconds": best_window["fwd+bwd_seconds"]},
+            "best_over_best_full": best_window["fwd+bwd_seconds"] / best_full["fwd+bwd_seconds"],
+        })
+    return verdicts
 
 
 def _window_table(window_rows):
-    lines = ["| strategy | block | window | full causal s | window s | window / full |", "|---|---|---|---|---|---|"]
-    full = {(r["strategy"], r["block"]): r for r in window_rows if r["window"] is None}
-    for ratio in _window_ratios(window_rows):
-        base = full[(ratio["strategy"], ratio["block"])]["fwd+bwd_seconds"]
-        lines.append(f"| {ratio['strategy']} | {ratio['block']} | {ratio['window']} | {base:.3f} | "
-                     f"{base * ratio['time_over_full']:.3f} | {ratio['time_over_full']:.2f}x |")
+    lines = ["| strategy | block | window (chunk) | full causal s | window s (zigzag) | window / full | "
+             "best window / best full |", "|---|---|---|---|---|---|---|"]
+    for v in _window_ratios(window_rows):
+        lines.append(f"| {v['strategy']} | {v['block']} | {v['window']} ({v['chunk']}) | {v['full_seconds']:.3f} | "
+                     f"{v['window_seconds']:.3f} | {v['time_over_full']:.2f}x | {v['best_over_best_full']:.2f}x "
+                     f"({v['best_window']['layout']} vs chunk {v['best_full']['chunk']}) |")
     return "\n".join(lines)
 
 
