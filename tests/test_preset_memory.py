@@ -26,3 +26,17 @@ def test_agent_strategies_benchmark_measures_each_strategy(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["cell"], r["strategy"]) for r in rows] == [("dark_room_long", "ring"), ("dark_room_long", "allgather")]
     assert all(r["temp_bytes"] > 0 and r["step_seconds"] > 0 and r["tokens"] == 128 for r in rows)
+
+
+def test_agent_window_benchmark_times_windowed_layers_against_full(tmp_path):
+    from experiments.bench import agent_window
+
+    out = tmp_path / "window.json"
+    agent_window.main(["--tiny", "--out", str(out)])
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == list(agent_window.CELLS["dark_room_long"][4])
+    assert rows["full"]["window"] is None and rows["full"]["time_over_full"] == 1.0
+    contiguous = rows["window in both layers, contiguous"]
+    assert contiguous["window"] == 80 and contiguous["windowed_layers"] == [0, 1]
+    assert contiguous["layout"] == "contiguous" and contiguous["attention"] == "ring" and contiguous["devices"] == 8
+    assert all(r["temp_bytes"] > 0 and r["step_seconds"] > 0 for r in rows.values())
