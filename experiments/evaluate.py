@@ -142,11 +142,6 @@ def _progress(what: str, steps: int):
                 dynamic_ncols=True)
 
 
-def evaluate_params(config: ExperimentConfig, params, model, data: DataSummary, *, recorder=None) -> dict:
-    """``rollout`` of the trained model."""
-    return rollout(config, model_actor(config, params, model, data), data, recorder=recorder)
-
-
 def rollout(config: ExperimentConfig, actor: Actor, data: DataSummary, *, recorder=None) -> dict:
     """Rolls a policy out in ``config.eval.num_envs`` environments for ``config.num_trials`` trials.
 
@@ -213,7 +208,8 @@ def rollout(config: ExperimentConfig, actor: Actor, data: DataSummary, *, record
 
 def evaluate(config: ExperimentConfig, params, model, data: DataSummary, out: RunDir, *,
              extra: dict | None = None) -> dict:
-    """``evaluate_params`` (plus ``extra`` fields) with the reports and the video, if asked for, in ``out``.
+    """``rollout`` of the trained model (plus ``extra`` fields) with the reports and the video, if asked for,
+    in ``out``.
 
     With ``eval.random_floor`` the uniform random policy is rolled out on the same environments too, and its
     per-trial figures are stored under ``random_floor``.

@@ -24,6 +24,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 
 def pytest_configure(config):
@@ -32,3 +33,14 @@ def pytest_configure(config):
             f"tests need 8 simulated CPU devices, found {jax.device_count()}: "
             "was JAX imported before tests/conftest.py set XLA_FLAGS?"
         )
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Six 250-step episodes of cartpole's sizes (obs 5, action 1) in the ExoRL layout: the tiny runs' data."""
+    from datasets import exorl
+    from datasets.synthetic import random_trajectories
+
+    root = tmp_path_factory.mktemp("exorl")
+    exorl.save(root, "cartpole", "random", random_trajectories(3, [250] * 6, obs_dim=5, act_dim=1))
+    return root

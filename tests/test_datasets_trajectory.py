@@ -54,7 +54,7 @@ def test_next_observations_and_physics():
     np.testing.assert_array_equal(trajectory.next_physics[-1], trajectory.final_physics)
     bare = trajectory.replace(final_observation=None)
     with pytest.raises(ValueError, match="no final_observation"):
-        bare.next_observations
+        _ = bare.next_observations
 
 
 @pytest.mark.parametrize("change, message", [

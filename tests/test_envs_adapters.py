@@ -172,7 +172,7 @@ def test_wrapper_forwards_attributes_and_validates():
     env = envs.make("walker_walk", seed=0)
     assert env.physics is env.unwrapped_env.physics
     with pytest.raises(AttributeError):
-        env.no_such_attribute
+        _ = env.no_such_attribute
     with pytest.raises(ValueError, match="action_repeat"):
         wrappers.ActionRepeat(FakeDmEnv(), 0)
 

@@ -8,22 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from datasets import exorl
-from datasets.synthetic import random_trajectories
 from experiments import evaluate as evaluate_job
 from experiments import train as train_job
 from experiments.checkpoints import Checkpoints
 from experiments.config import ExperimentConfig
 from experiments.presets import get_preset
 from experiments.run import RunDir, RunLockedError
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """Six 250-step episodes of cartpole's sizes (obs 5, action 1) in the ExoRL layout."""
-    root = tmp_path_factory.mktemp("exorl")
-    exorl.save(root, "cartpole", "random", random_trajectories(3, [250] * 6, obs_dim=5, act_dim=1))
-    return root
 
 
 def _config(data_root, runs, name="run", **train):
@@ -209,11 +199,11 @@ def test_video_is_the_evaluated_trial(data_root, tmp_path):
     train_job.train(config, evaluate_at_end=False, quiet=True)
     run = RunDir(config.run_dir)
     model, _, state, _ = run.restore()
-    log = _ActionLog()
-    plain = evaluate_job.evaluate_params(config, state.params, model, run.data(), recorder=log)
+    log, actor = _ActionLog(), evaluate_job.model_actor(config, state.params, model, run.data())
+    plain = evaluate_job.rollout(config, actor, run.data(), recorder=log)
     recorder = evaluate_job.VideoRecorder()
     try:
-        filmed = evaluate_job.evaluate_params(config, state.params, model, run.data(), recorder=recorder)
+        filmed = evaluate_job.rollout(config, actor, run.data(), recorder=recorder)
     finally:
         recorder.close()
     if recorder.problem:  # a video problem only warns; the rollout went on without frames

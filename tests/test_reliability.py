@@ -17,7 +17,7 @@ import pytest
 from experiments import train as train_job
 from experiments.checkpoints import Checkpoints
 from experiments.run import RunDir
-from tests.test_experiments import _config, data_root  # noqa: F401 - data_root is a fixture used here
+from tests.test_experiments import _config
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 title, TensorBoard's success rate, random floor and config, trials.png's distinct curves."""
 
 import numpy as np
-import pytest
 
 from experiments.config import ExperimentConfig
 from experiments.reports import evaluation, summary, sweep as sweep_report

@@ -1,6 +1,5 @@
 """The context sweep: which cells it trains, with what compute, and its tables from a tiny end-to-end run."""
 
-import dataclasses
 import json
 
 import pytest
