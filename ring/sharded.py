@@ -73,7 +73,8 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
                       layout: str = "zigzag", segment_ids=None, query_chunk_size: int = 512,
                       key_chunk_size: int = 512, float32_logits: bool = True, natural_order: bool = True,
                       impl: str | None = None, head_axis: str | None = None, strategy: str = "ring",
-                      window: int | None = None, memory_budget: int | None = None):
+                      window: int | None = None, memory_budget: int | None = None,
+                      ulysses_axis: str | None = None):
     """Exact attention on global arrays whose sequence is sharded over ``mesh.shape[axis_name]`` devices.
 
     Jit-able and differentiable. The batch is split over ``batch_axis`` (a mesh axis name or tuple of
@@ -95,11 +96,17 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
       strategy: how the sequence axis is parallelised (:mod:`ring.strategy`): "ring" (K/V blocks travel
         the ring; O(block) memory), "allgather" (:func:`ring.allgather_attention`: K/V heads gathered in
         one collective; O(seq * kv_heads) memory), "ulysses" (:func:`ring.ulysses_attention`: all-to-all to
-        head-sharded and back; q_heads must divide by the devices) or "auto" (:func:`ring.choose_strategy`,
-        under ``memory_budget``).
+        head-sharded and back; q_heads must divide by the devices), "hybrid" (Ulysses within groups of
+        devices along ``ulysses_axis``, the ring across the groups along ``axis_name``) or "auto"
+        (:func:`ring.choose_strategy`, under ``memory_budget``; it picks one of the first three).
       window: sliding-window attention (causal only): query i attends to keys j with i - window < j <= i;
         every strategy skips the chunk pairs (and the ring the hops) that no query reaches.
       memory_budget: per-device bytes that ``strategy="auto"`` must stay within (None: no limit).
+      ulysses_axis: ``strategy="hybrid"`` only: the mesh axis of the devices within a group. The sequence
+        is split over (``axis_name``, ``ulysses_axis``), groups major: ``layout`` places the tokens over the
+        ring of groups, and a group's block lies contiguously over its devices; q_heads (and kv_heads, as
+        for Ulysses) must divide by the group's devices. In natural order, XLA permutes the global arrays
+        (not per device, as for the other strategies).
 
     Returns:
       [batch, seq, q_heads, head_dim], in the same token order as the inputs.
@@ -111,10 +118,19 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
     n = _axis_size(mesh, axis_name, "axis_name")
     seq = q.shape[1]
     check_divisible(seq, n, layout)
+    hybrid = strategy == "hybrid"
+    if hybrid != (ulysses_axis is not None):
+        raise ValueError(f"ulysses_axis={ulysses_axis!r} goes with strategy='hybrid' and only with it "
+                         f"(strategy={strategy!r})")
+    group = _axis_size(mesh, ulysses_axis, "ulysses_axis") if hybrid else 1
+    if hybrid and (ulysses_axis == axis_name or seq % (n * group)):
+        raise ValueError(f"strategy='hybrid' needs ulysses_axis={ulysses_axis!r} other than axis_name="
+                         f"{axis_name!r} and seq={seq} divisible by their {n} x {group} devices")
     spec_b = batch_spec(mesh, batch_axis, q.shape[0])
     q_head_spec, kv_head_spec, pick_kv = _head_plan(mesh, head_axis, q.shape[2], k.shape[2])
-    q_spec, kv_spec = P(spec_b, axis_name, q_head_spec, None), P(spec_b, axis_name, kv_head_spec, None)
-    seg_spec = P(spec_b, axis_name)
+    seq_spec = (axis_name, ulysses_axis) if hybrid else axis_name
+    q_spec, kv_spec = P(spec_b, seq_spec, q_head_spec, None), P(spec_b, seq_spec, kv_head_spec, None)
+    seg_spec = P(spec_b, seq_spec)
     # The heads and batch one device attends with, as the strategies see them.
     tp = 1 if q_head_spec is None else mesh.shape[head_axis]
     shapes = Shapes(batch=q.shape[0] // _shards(mesh, spec_b), block=seq // n, q_heads=q.shape[2] // tp,
@@ -124,13 +140,15 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
         strategy = choose_strategy(shapes, memory_budget=memory_budget)
     elif strategy == "ulysses":
         check_ulysses_heads(shapes.q_heads, shapes.kv_heads, n, axis_name)
+    elif hybrid:
+        check_ulysses_heads(shapes.q_heads, shapes.kv_heads, group, ulysses_axis)
     permute = natural_order and n > 1  # on one device every layout is the identity: no copies
     if strategy == "ulysses":  # every device attends over the whole sequence: the layout balances nothing
         layout, permute = layout if n > 1 and not natural_order else "contiguous", False
     # Zigzag moves half blocks with collective permutes inside the shard_map, striped one all-to-all. Left to
     # XLA, the striped permutation of the global arrays held several blocks per device at 8 devices (1.47x the
     # in-layout call's memory in a model's train step, where the local all-to-all costs nothing).
-    local = permute and local_relayout_supported(seq, n, layout)
+    local = permute and not hybrid and local_relayout_supported(seq, n, layout)
     kv_natural = local and strategy == "allgather"  # K/V are gathered whole: natural order needs no permute
     common = dict(axis_name=axis_name, causal=causal, query_chunk_size=query_chunk_size,
                   key_chunk_size=key_chunk_size, float32_logits=float32_logits, impl=impl, window=window)
@@ -139,6 +157,9 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
         if strategy == "allgather":
             return allgather_attention(q, k, v, layout=layout, kv_layout="contiguous" if kv_natural else layout,
                                        segment_ids=q_seg, kv_segment_ids=kv_seg, **common)
+        if hybrid:
+            return ulysses_attention(q, k, v, segment_ids=q_seg, **{**common, "axis_name": ulysses_axis},
+                                     layout="contiguous", ring_axis=axis_name, ring_layout=layout)
         attend = ring_attention if strategy == "ring" else ulysses_attention
         return attend(q, k, v, layout=layout, segment_ids=q_seg, **common)
 

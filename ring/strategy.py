@@ -17,12 +17,15 @@ from __future__ import annotations
 import dataclasses
 
 STRATEGIES = ("ring", "allgather", "ulysses")
+# Ulysses within groups of devices along a second mesh axis, the ring across the groups
+# (:func:`ring.sharded_attention`'s ``ulysses_axis``); "auto" does not choose it (it needs that axis).
+HYBRID = "hybrid"
 
 
 def check_strategy(strategy: str) -> None:
-    """Raises ValueError unless ``strategy`` is one of ``STRATEGIES`` or "auto"."""
-    if strategy != "auto" and strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r} is unknown; expected one of {STRATEGIES} or 'auto'")
+    """Raises ValueError unless ``strategy`` is one of ``STRATEGIES``, "hybrid" or "auto"."""
+    if strategy not in ("auto", HYBRID) and strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is unknown; expected one of {STRATEGIES}, {HYBRID!r} or 'auto'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +68,8 @@ PREFERENCE = ("ulysses", "allgather", "ring")
 def temp_bytes(strategy: str, shapes: Shapes) -> int:
     """Estimated per-device temp bytes of one attention's forward+backward under ``strategy`` (float32
     accumulators and inputs: an upper bound for low-precision inputs too)."""
-    check_strategy(strategy)
-    if strategy == "auto":
-        raise ValueError("temp_bytes needs a concrete strategy, not 'auto'")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"temp_bytes models {STRATEGIES}, not strategy={strategy!r}")
     n, f32 = shapes.num_devices, 4
     rows = shapes.batch * shapes.block * shapes.head_dim * f32  # one float32 head of the block
     scored = n * shapes.block if strategy == "ulysses" else shapes.block  # keys a chunk is clipped to

@@ -47,7 +47,7 @@ def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str 
                    layout: str = "zigzag", natural_order: bool = True, query_chunk_size: int = 512,
                    key_chunk_size: int = 512, impl: str | None = None, head_axis: str | None = None,
                    strategy: str = "ring", window: int | None = None,
-                   memory_budget: int | None = None) -> AttentionFn:
+                   memory_budget: int | None = None, ulysses_axis: str | None = None) -> AttentionFn:
     """An attention function ``fn(q, k, v, segment_ids=None, window=window)`` for :class:`Transformer`.
 
     Args:
@@ -56,8 +56,9 @@ def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str 
       impl: block compute of "blockwise" and "ring": "pallas", "xla" or None (pallas on GPU, else xla);
         checked but unused by "reference".
       head_axis: "ring" only: the mesh axis that shards the heads (tensor parallelism), or None.
-      strategy, memory_budget: "ring" only: the context-parallel strategy ("ring", "allgather", "ulysses"
-        or "auto") and the per-device budget of "auto", as in :func:`ring.sharded_attention`.
+      strategy, memory_budget, ulysses_axis: "ring" only: the context-parallel strategy ("ring",
+        "allgather", "ulysses", "hybrid" or "auto"), the per-device budget of "auto" and the hybrid's axis
+        within a group, as in :func:`ring.sharded_attention`.
       window: the default sliding window of every call (causal only; None: full attention). A call's own
         ``window=`` overrides it (:class:`Transformer` passes its per-layer ``windows``).
     """
@@ -79,7 +80,7 @@ def make_attention(kind: str, *, causal: bool = True, mesh=None, axis_name: str 
             q, k, v, mesh=mesh, axis_name=axis_name, batch_axis=batch_axis, causal=causal, layout=layout,
             segment_ids=segment_ids, query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size,
             natural_order=natural_order, impl=impl, head_axis=head_axis, strategy=strategy, window=window,
-            memory_budget=memory_budget)
+            memory_budget=memory_budget, ulysses_axis=ulysses_axis)
     raise ValueError(f"attention kind={kind!r} is unknown; expected 'reference', 'blockwise' or 'ring'")
 
 

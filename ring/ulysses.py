@@ -12,6 +12,12 @@ layout, and per-device memory is O(block) like the ring's (the head-sharded arra
 as the sequence-sharded ones). It needs the query heads to divide by the devices; K/V heads that do not,
 but divide the devices themselves (grouped-query attention with fewer K/V heads than devices), are
 repeated so that every device receives the one K/V head of its query heads.
+
+The hybrid (``ring_axis``): the sequence is sharded over two mesh axes, groups of devices along
+``ring_axis`` and devices within a group along ``axis_name``. The all-to-all within a group gives every
+device its group's whole block for its share of the heads, and ring attention over ``ring_axis`` (the
+same :func:`ring.ring_attention`, in place of the blockwise attention above) runs on those group blocks:
+the all-to-alls stay inside a group, the ring crosses groups, and the heads need only divide by a group.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from jax import lax
 
 from ring.checks import check_attention_inputs, check_chunk
 from ring.layouts import check_layout, from_layout, to_layout
-from ring.ring_attention import blockwise_attention
+from ring.ring_attention import blockwise_attention, ring_attention
 
 
 def check_ulysses_heads(q_heads: int, kv_heads: int, num_devices: int, axis_name: str = "sp") -> None:
@@ -46,7 +52,8 @@ def sequence_chunk(chunk: int, seq: int) -> int:
 
 def ulysses_attention(q, k, v, *, axis_name: str, causal: bool = True, layout: str = "contiguous",
                       segment_ids=None, query_chunk_size: int = 512, key_chunk_size: int = 512,
-                      float32_logits: bool = True, impl: str | None = None, window: int | None = None):
+                      float32_logits: bool = True, impl: str | None = None, window: int | None = None,
+                      ring_axis: str | None = None, ring_layout: str = "zigzag"):
     """Exact attention over a sequence sharded over ``axis_name``, computed head-sharded.
 
     Call it inside ``jax.shard_map``; same contract as :func:`ring.ring_attention`.
@@ -62,6 +69,9 @@ def ulysses_attention(q, k, v, *, axis_name: str, causal: bool = True, layout: s
       causal, float32_logits, impl, window: as in :func:`ring.ring_attention`.
       query_chunk_size, key_chunk_size: chunk sizes over the whole sequence (checked against the block as
         in the ring, then clipped to the sequence).
+      ring_axis: the hybrid (module docstring): the mesh axis along which groups of ``axis_name`` devices
+        form a ring; the global tokens are in ``ring_layout`` over the groups' blocks and contiguous over
+        the devices of a group (``layout`` must then be "contiguous").
 
     Returns:
       Local attention output [batch, block, q_heads, head_dim] in q's dtype.
@@ -82,9 +92,16 @@ def ulysses_attention(q, k, v, *, axis_name: str, causal: bool = True, layout: s
     seg = None
     if segment_ids is not None:
         seg = from_layout(lax.all_gather(segment_ids, axis_name, axis=1, tiled=True), n, layout, axis=1)
-    seq = n * block
-    out = blockwise_attention(to_heads(q), to_heads(k), to_heads(v), causal=causal, segment_ids=seg,
-                              query_chunk_size=sequence_chunk(query_chunk_size, seq),
-                              key_chunk_size=sequence_chunk(key_chunk_size, seq), float32_logits=float32_logits,
-                              impl=impl, window=window)
+    seq = n * block  # the whole sequence, or the group's block in the hybrid
+    chunks = dict(query_chunk_size=sequence_chunk(query_chunk_size, seq),
+                  key_chunk_size=sequence_chunk(key_chunk_size, seq), float32_logits=float32_logits, impl=impl,
+                  window=window, causal=causal, segment_ids=seg)
+    if ring_axis is None:
+        out = blockwise_attention(to_heads(q), to_heads(k), to_heads(v), **chunks)
+    else:
+        if layout != "contiguous":
+            raise ValueError(f"the hybrid keeps a group's tokens contiguous over {axis_name!r}; got layout={layout!r} "
+                             f"(the ring's layout over the groups is ring_layout={ring_layout!r})")
+        out = ring_attention(to_heads(q), to_heads(k), to_heads(v), axis_name=ring_axis, layout=ring_layout,
+                             **chunks)
     return lax.all_to_all(to_layout(out, n, layout, axis=1), axis_name, 1, 2, tiled=True)

@@ -71,6 +71,9 @@ def test_ring_strategies(compiled_results):
         assert cell["auto"] in ring_strategies.STRATEGIES
         assert cell["auto_within_budget"] or not cell["ring_within_budget"], cell
     assert {row["strategy"] for row in result["window_over_full"]} == set(ring_strategies.STRATEGIES)
+    hybrid = [(row["q_heads"], row["groups"]) for row in result["hybrid"] if row["strategy"] == "hybrid"]
+    assert hybrid == [(8, 2), (8, 4), (2, 4)]  # 2 heads split over groups of 2 devices, not of 4
+    assert not [row for row in result["hybrid"] if row["strategy"] == "ulysses" and row["q_heads"] == 2]
 
 
 def test_agent_context(compiled_results):

@@ -130,6 +130,29 @@ def test_window_halves_the_chunks_it_cuts_through():
     _check(inputs, mesh=_mesh(2), layout="contiguous", window=300, query_chunk_size=256, key_chunk_size=256)
 
 
+def _two_axis_mesh(groups, within):
+    from jax.sharding import Mesh
+
+    return Mesh(np.array(jax.devices()[:groups * within]).reshape(groups, within), ("sp", "up"))
+
+
+@pytest.mark.parametrize("groups,within", [(2, 4), (4, 2)])
+def test_hybrid_ulysses_within_groups_ring_across(groups, within):
+    # Ulysses over "up" inside each group, the ring over "sp" across the groups: every layout of the groups,
+    # GQA with fewer K/V heads than a group's devices (repeated), segments, the layout-ordered input, a window.
+    mesh = _two_axis_mesh(groups, within)
+    inputs = random_inputs(43 + groups, 1, 64, 8, 2, 8, segments=True)
+    for layout in LAYOUTS:
+        _check(inputs, mesh=mesh, strategy="hybrid", ulysses_axis="up", layout=layout, query_chunk_size=8,
+               key_chunk_size=8)
+    perm = layout_permutation(64, groups, "zigzag")
+    in_layout = tuple(x[:, perm] for x in inputs)
+    _check(in_layout, mesh=mesh, perm=perm, strategy="hybrid", ulysses_axis="up", natural_order=False,
+           query_chunk_size=8, key_chunk_size=16)
+    _check(inputs, mesh=mesh, strategy="hybrid", ulysses_axis="up", layout="contiguous", window=12,
+           query_chunk_size=8, key_chunk_size=8)
+
+
 def test_batch_and_head_axes():
     # Batch over dp, heads over tp (a K/V head per device pair of query heads), the sequence over sp.
     inputs = random_inputs(23, 2, 64, 8, 2, 8, segments=True)
@@ -286,6 +309,12 @@ def test_windowed_layers_decode_with_short_caches():
 def test_errors():
     q, k, v, _, _ = random_inputs(0, 1, 64, 6, 2, 8)
     mesh = _mesh(4)
+    with pytest.raises(ValueError, match="ulysses_axis=None goes with strategy='hybrid'"):
+        sharded_attention(q, k, v, mesh=mesh, strategy="hybrid")
+    with pytest.raises(ValueError, match="ulysses_axis='sp' goes with strategy='hybrid' and only with it"):
+        sharded_attention(q, k, v, mesh=mesh, ulysses_axis="sp")
+    with pytest.raises(ValueError, match="needs q_heads=6 divisible by the 4 devices of axis_name='up'"):
+        sharded_attention(q, k, v, mesh=_two_axis_mesh(2, 4), strategy="hybrid", ulysses_axis="up")
     with pytest.raises(ValueError, match="strategy='ulysses' needs q_heads=6 divisible by the 4 devices"):
         sharded_attention(q, k, v, mesh=mesh, strategy="ulysses")
     q, k, v, _, _ = random_inputs(0, 1, 64, 12, 3, 8)

@@ -9,7 +9,9 @@ a shared machine falls on all alike. Then the rule: which strategy ``"auto"`` pi
 ``--memory-budget-mib``, its time against the cell's best, and its memory against the budget. Then the
 sliding window at ``seq / 8`` against full causal attention, per strategy, at ``--window-blocks``: full
 causal at ``--chunk`` and at the window's own chunk (an eighth of the window), the window in the zigzag
-layout (every hop kept) and the contiguous one (the ring stops after the hops the window reaches).
+layout (every hop kept) and the contiguous one (the ring stops after the hops the window reaches). Then the
+hybrid (Ulysses within groups of devices, the ring across the groups) beside the others at
+``--hybrid-blocks``, with 8 query heads and with the agent's 2 (which Ulysses over 8 devices refuses).
 
     python -m experiments.bench.ring_strategies                     # the README's table
     python -m experiments.bench.ring_strategies --quick             # blocks 64, 512, 2048; one repeat
@@ -31,7 +33,8 @@ from experiments.bench import harness
 
 NAME = "ring_strategies"
 STRATEGIES = ("ring", "allgather", "ulysses")
-TINY = dict(blocks=[16], ratios=[4], q_heads=8, head_dim=8, chunk=16, repeats=1, window_blocks=[16])
+TINY = dict(blocks=[16], ratios=[4], q_heads=8, head_dim=8, chunk=16, repeats=1, window_blocks=[16],
+            hybrid_blocks=[16])
 QUICK = dict(blocks=[64, 512, 2048], repeats=1, window_blocks=[1024])  # about 5 minutes on 2 cores
 
 
@@ -51,6 +54,10 @@ def _parser():
     p.add_argument("--window-blocks", type=int, nargs="+", default=[1024, 4096],
                    help="per-device blocks at which the window seq/8 is measured against full causal")
     p.add_argument("--no-window", action="store_true", help="skip the sliding-window measurement")
+    p.add_argument("--hybrid-blocks", type=int, nargs="*", default=[256, 1024],
+                   help="per-device blocks at which the hybrid is measured beside the others (none: skip)")
+    p.add_argument("--hybrid-groups", type=int, nargs="+", default=[2, 4],
+                   help="the hybrid's rings of groups: 2 groups of 4 devices, 4 groups of 2")
     p.add_argument("--quick", action="store_true", help=f"a short run: {QUICK}")
     p.add_argument("--rows-from", type=Path, nargs="+", default=None,
                    help="measure nothing: merge the rows of these earlier outputs (a later file's cells replace "
@@ -70,11 +77,21 @@ def _merged(paths):
     return tuple([row for key, row in cells.items() if key[0] == section] for section in ("rows", "window"))
 
 
-def _attention(mesh, strategy, chunk, window=None, layout="zigzag"):
+def _attention(mesh, strategy, chunk, window=None, layout="zigzag", groups=None):
+    """(attention on global arrays, the sequence's sharding); ``groups``: the hybrid, with the mesh's
+    devices as ``groups`` rings of Ulysses groups ("sp" across, "up" within)."""
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
     from ring import sharded_attention
 
-    return functools.partial(sharded_attention, mesh=mesh, layout=layout, natural_order=False,
-                             strategy=strategy, query_chunk_size=chunk, key_chunk_size=chunk, window=window)
+    extra = {}
+    if groups is not None:
+        mesh = Mesh(np.asarray(mesh.devices).reshape(groups, -1), ("sp", "up"))
+        extra = dict(ulysses_axis="up")
+    fn = functools.partial(sharded_attention, mesh=mesh, layout=layout, natural_order=False, strategy=strategy,
+                           query_chunk_size=chunk, key_chunk_size=chunk, window=window, **extra)
+    return fn, NamedSharding(mesh, P(None, ("sp", "up") if groups is not None else "sp"))
 
 
 def _compiled(fn, q_shape, kv_shape, sharding):
@@ -95,28 +112,62 @@ def _compiled(fn, q_shape, kv_shape, sharding):
 def _timed(args, mesh, block, variants):
     """Compiles every variant (a row's settings: strategy, layout, chunk, window) at one per-device block
     and times them in turns; returns the rows with their seconds and per-device temp bytes."""
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
-    sharding = NamedSharding(mesh, P(None, "sp"))
     calls = {}
     for i, row in enumerate(variants):
-        fn = _attention(mesh, row["strategy"], row["chunk"], row["window"], row["layout"])
-        q_shape, kv_shape = ((1, row["seq"], heads, args.head_dim) for heads in (args.q_heads, row["kv_heads"]))
+        fn, sharding = _attention(mesh, row["strategy"], row["chunk"], row["window"], row["layout"],
+                                  row.get("groups"))
+        q_heads = row.get("q_heads", args.q_heads)
+        q_shape, kv_shape = ((1, row["seq"], heads, args.head_dim) for heads in (q_heads, row["kv_heads"]))
         row["fwd+bwd_temp_bytes"], calls[i] = _compiled(fn, q_shape, kv_shape, sharding)
     long = block > args.long_block
     seconds = harness.time_round_robin(calls, 1 if long else args.repeats, warmup=0 if long else 1)
     for i, row in enumerate(variants):
         row["fwd+bwd_seconds"] = seconds[i]
         window = "full" if row["window"] is None else f"W={row['window']}"
-        print(f"{row['strategy']:9s} block={block:5d} ratio={row['ratio']} {row['layout']:10s} "
-              f"chunk={row['chunk']:4d} {window:8s} fwd+bwd {row['fwd+bwd_seconds']:8.3f}s  temp/device "
-              f"{row['fwd+bwd_temp_bytes'] / 2**20:8.1f} MiB", flush=True)
+        print(f"{_name(row):11s} heads={row.get('q_heads', args.q_heads)}/{row['kv_heads']} block={block:5d} "
+              f"{row['layout']:10s} chunk={row['chunk']:4d} {window:8s} fwd+bwd {row['fwd+bwd_seconds']:8.3f}s  "
+              f"temp/device {row['fwd+bwd_temp_bytes'] / 2**20:8.1f} MiB", flush=True)
     return variants
+
+
+def _name(row) -> str:
+    return row["strategy"] if "groups" not in row else f"hybrid {row['groups']}x{row['within']}"
 
 
 def _row(n, block, ratio, args, strategy, *, layout="zigzag", chunk=None, window=None):
     return {"strategy": strategy, "block": block, "seq": n * block, "ratio": ratio,
-            "kv_heads": args.q_heads // ratio, "layout": layout, "chunk": min(args.chunk, block) if chunk is None else chunk, "window": window}
+            "kv_heads": args.q_heads // ratio, "layout": layout,
+            "chunk": min(args.chunk, block) if chunk is None else chunk, "window": window}
+
+
+def _hybrid_cell(args, mesh, n, block):
+    """The hybrid (Ulysses within groups, the ring across them) beside the ring, all-gather and Ulysses,
+    timed in turns: at ``--q-heads`` with GQA 4, and at 2 query and 2 K/V heads (the agent presets'),
+    where Ulysses over every device is refused and only groups of 2 devices can split the heads."""
+    variants = []
+    for q_heads, kv_heads in ((args.q_heads, args.q_heads // 4), (2, 2)):
+        for strategy in STRATEGIES:
+            if strategy == "ulysses" and q_heads % n:
+                continue
+            variants.append({**_row(n, block, q_heads // kv_heads, args, strategy), "q_heads": q_heads,
+                             "kv_heads": kv_heads})
+        for groups in args.hybrid_groups:
+            if q_heads % (n // groups) == 0 and (kv_heads % (n // groups) == 0 or (n // groups) % kv_heads == 0):
+                variants.append({**_row(n, block, q_heads // kv_heads, args, "hybrid"), "q_heads": q_heads,
+                                 "kv_heads": kv_heads, "groups": groups, "within": n // groups})
+    return _timed(args, mesh, block, variants)
+
+
+def _hybrid_table(rows):
+    lines = ["| block | heads (q/kv) | " + " | ".join(["strategy", "s", "MiB", "/ ring"]) + " |",
+             "|---|---|---|---|---|---|"]
+    for block, q_heads in dict.fromkeys((r["block"], r["q_heads"]) for r in rows):
+        cell = [r for r in rows if (r["block"], r["q_heads"]) == (block, q_heads)]
+        ring = next(r for r in cell if r["strategy"] == "ring")["fwd+bwd_seconds"]
+        for r in cell:
+            lines.append(f"| {block} | {q_heads}/{r['kv_heads']} | {_name(r)} | {r['fwd+bwd_seconds']:.3f} | "
+                         f"{r['fwd+bwd_temp_bytes'] / 2**20:.1f} | {r['fwd+bwd_seconds'] / ring:.2f}x |")
+    return "\n".join(lines)
 
 
 def _cell(args, mesh, n, block, ratio):
@@ -193,8 +244,13 @@ def main(argv=None):
         for block in args.window_blocks:
             window_rows += _window_cell(args, mesh, n, block, args.ratios[-1])
             run.write(rows=rows, auto=auto, window=window_rows)
-    print("\n" + _table(rows, auto) + "\n\n" + _window_table(window_rows))
-    return run.write(rows=rows, auto=auto, window=window_rows, window_over_full=_window_ratios(window_rows))
+    hybrid_rows = []
+    for block in args.hybrid_blocks:
+        hybrid_rows += _hybrid_cell(args, mesh, n, block)
+        run.write(rows=rows, auto=auto, window=window_rows, hybrid=hybrid_rows)
+    print("\n" + _table(rows, auto) + "\n\n" + _window_table(window_rows) + "\n\n" + _hybrid_table(hybrid_rows))
+    return run.write(rows=rows, auto=auto, window=window_rows, window_over_full=_window_ratios(window_rows),
+                     hybrid=hybrid_rows)
 
 
 def _table(rows, auto):
