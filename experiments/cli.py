@@ -168,8 +168,8 @@ def parse(command_type, argv=None, *, description: str, prog: str | None = None)
     try:
         with contextlib.redirect_stderr(refused), _unwrapped():
             command = tyro.cli(command_type, args=argv, **options)
-    except SystemExit as exit:
-        if exit.code:
+    except SystemExit as exited:
+        if exited.code:
             raise CommandLineError(refusal_line(refused.getvalue())) from None
         raise
     sys.stderr.write(refused.getvalue())  # what tyro says of a command line it accepts (warnings)
