@@ -4,8 +4,8 @@ the earlier ones, with a KV cache so an environment step costs O(context), not O
 Trial ``i`` (trajectory index ``i``) sees trials ``0..i-1`` in the order they happened, then its own
 steps. The target return-to-go starts at ``target_return`` and falls by each reward (summed in float64,
 as the sampler sums them); the completion flag is set once it reaches 0 (``agent.tokens.completion_flag``). Every environment keeps its own token count, so an
-environment whose episode ends early simply stops advancing: the next tokens it writes overwrite the
-slots nobody has read.
+environment whose episode ends early simply stops advancing: the tokens it writes meanwhile are
+overwritten by its next real ones, and never read before.
 
 ``recompute=True`` runs the whole context through the model at every step instead (the simple twin of
 the cache, for tests; it needs environments that stay in lock step). ``window=K`` conditions on only the
@@ -80,7 +80,8 @@ class InContextPolicy:
                                                             max_new=cfg.tokens_per_step, shards=shards)
         if model.mesh is not None:  # the cache's length is split over the ring axis; parameters replicated
             if self.cache is not None:
-                self.cache = place(self.cache, NamedSharding(model.mesh, P(None, "sp")))
+                slots = P(None, None, "sp") if cfg.scan_layers else P(None, "sp")  # scanned: [layers, b, slots]
+                self.cache = place(self.cache, NamedSharding(model.mesh, slots))
             self.params = place(params, NamedSharding(model.mesh, P()))
         self.lengths = np.zeros(num_envs, np.int32)
         self.trial = -1
@@ -102,8 +103,8 @@ class InContextPolicy:
     def reset(self) -> None:
         """Forgets every earlier trial: the next ``start_trial`` begins an empty context.
 
-        The compiled functions and the cache buffer are kept; stale cache entries lie beyond every new
-        query's position, so the causal mask never reads them before they are overwritten.
+        The compiled functions and the cache buffer are kept; a slot is read only once it holds a token of
+        the new stream (``ring.decode.slot_positions``), so stale entries are never read.
         """
         self.lengths = np.zeros(self.num_envs, np.int32)
         self.trial = -1

@@ -31,18 +31,20 @@ from ring.checks import check_window
 def cache_length(max_len: int, window: int | None, max_new: int = 1, shards: int = 1) -> int:
     """Slots a layer's cache needs for streams of up to ``max_len`` tokens decoded ``max_new`` at a time:
     ``max_len`` for full attention; with a ``window``, the last ``window`` tokens of the oldest new query
-    and the new tokens after it, ``window + max_new - 1`` (rounded up to a multiple of ``shards``, the
-    devices its length is split over), when that is shorter."""
+    and the new tokens after it, ``window + max_new - 1``, rounded up to a multiple of ``shards`` (the
+    devices its slots are split over), when that is shorter. A call that feeds more than ``max_new``
+    tokens to such a cache would overwrite keys its oldest queries need."""
     if window is None:
         return max_len
-    needed = -(-(window + max_new - 1) // shards) * shards
-    return min(max_len, needed)
+    return min(max_len, -(-(window + max_new - 1) // shards) * shards)
 
 
 def write_cache(cache, new, start):
     """Writes ``new`` [b, t, h, d] into ``cache`` [b, L, h, d] at the tokens ``start`` .. ``start + t - 1``
     of each row (``start`` int32 [b]): slots ``(start + i) mod L``."""
     length, t = cache.shape[1], new.shape[1]
+    if t > length:
+        raise ValueError(f"{t} new tokens do not fit a cache of {length} slots")
     slots = (start[:, None] + jnp.arange(t, dtype=start.dtype)[None]) % length
     return jax.vmap(lambda c, x, s: c.at[s].set(x, unique_indices=True))(cache, new.astype(cache.dtype), slots)
 
@@ -93,7 +95,7 @@ def cached_attention(q, k_cache, v_cache, q_positions, *, mesh=None, axis_name: 
         (:func:`write_cache`): a ring buffer, token j in slot j mod slots.
       q_positions: int32 [batch, t_new], each new token's position in its row's stream, consecutive; the
         last is the newest token the cache holds.
-      mesh: when given, the cache is sharded along max_len over ``axis_name`` (and the batch over
+      mesh: when given, the cache is sharded along its slots over ``axis_name`` (and the batch over
         ``batch_axis``); partial results are merged exactly by log-sum-exp.
       window: sliding window: a query at position p attends to tokens j with p - window < j <= p; the
         cache then needs only :func:`cache_length` slots.

@@ -111,6 +111,27 @@ def chunk_case(q_pos, k_pos, q_seg, k_seg, causal: bool, window: int | None = No
     return case, lambda: _mask(q_pos, k_pos, None, None, causal, window) if mask is None else mask
 
 
+def window_reach(q_pos, k_pos, k_chunk: int, window: int):
+    """The key chunks ``[lo, hi)`` of a K/V block that a run of queries can reach under a sliding window
+    (causal), from increasing positions (every layout's are): chunks ending at or before
+    ``min(q_pos) - window`` and chunks starting after ``max(q_pos)`` hold no key any query attends to.
+    Chunk loops over ``[lo, hi)`` alone cost O(window) per query chunk, not O(block)."""
+    firsts, lasts = k_pos[::k_chunk], k_pos[k_chunk - 1::k_chunk]
+    lo = jnp.searchsorted(lasts, q_pos[0] - window, side="right").astype(jnp.int32)
+    hi = jnp.searchsorted(firsts, q_pos[-1], side="right").astype(jnp.int32)
+    return lo, hi
+
+
+def query_reach(q_pos, k_pos, q_chunk: int, window: int):
+    """The query chunks ``[lo, hi)`` of a query block that can reach a run of keys under a sliding window
+    (causal): chunks ending before ``min(k_pos)`` and chunks starting at or after ``max(k_pos) + window``
+    hold no query that attends to them."""
+    firsts, lasts = q_pos[::q_chunk], q_pos[q_chunk - 1::q_chunk]
+    lo = jnp.searchsorted(lasts, k_pos[0], side="left").astype(jnp.int32)
+    hi = jnp.searchsorted(firsts, k_pos[-1] + window, side="left").astype(jnp.int32)
+    return lo, hi
+
+
 def block_may_attend(q_pos, k_pos, causal: bool, window: int | None = None):
     """False when a causal (or sliding-window) mask empties the whole block pair, judged from positions."""
     return position_case(q_pos, k_pos, causal, window) != SKIP
@@ -211,7 +232,9 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
 
             return _switch(case, attend, cs)
 
-        cs = lax.fori_loop(0, k_len // k_chunk, key_chunk, chunk_state)
+        # With a window only the key chunks within its reach are visited (a loop of traced bounds).
+        lo, hi = (0, k_len // k_chunk) if window is None else window_reach(qp_c, k_pos, k_chunk, window)
+        cs = lax.fori_loop(lo, hi, key_chunk, chunk_state)
         cs = (c.reshape(x.shape[:3] + (q_chunk,) + x.shape[4:]) for x, c in zip(state, cs))  # rows -> (g, q)
         return SoftmaxState(*(lax.dynamic_update_slice_in_dim(x, c, qs, 3) for x, c in zip(state, cs)))
 
@@ -282,7 +305,8 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
             return lax.dynamic_update_slice_in_dim(dq, dq_c, qs, 4), dk_c, dv_c
 
         carry = (dq, _slice(dk, ks, k_chunk, 2), _slice(dv, ks, k_chunk, 2))
-        dq, dk_c, dv_c = lax.fori_loop(0, q_len // q_chunk, query_chunk, carry)
+        lo, hi = (0, q_len // q_chunk) if window is None else query_reach(q_pos, kp_c, q_chunk, window)
+        dq, dk_c, dv_c = lax.fori_loop(lo, hi, query_chunk, carry)
         return (dq, lax.dynamic_update_slice_in_dim(dk, dk_c, ks, 2),
                 lax.dynamic_update_slice_in_dim(dv, dv_c, ks, 2))
 

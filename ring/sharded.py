@@ -3,7 +3,8 @@ Ulysses: :mod:`ring.strategy`), and layout changes, wrapped in ``jax.shard_map``
 
 Everything that moves tokens between devices happens inside the ``shard_map``, with collectives of one
 block at a time (:func:`ring.layouts.to_layout_local`), so that per-device memory stays O(block) whatever
-the layout; XLA's sharding propagation is never asked to permute a sharded sequence.
+the layout; XLA's sharding propagation is asked to permute a sharded sequence only where no per-device
+permutation applies (a block the layout cannot split, and the hybrid strategy in natural order).
 
 Heads can be sharded too (tensor parallelism): with ``head_axis``, every device of that mesh axis
 computes its share of the query heads, and only the K/V heads those need.
@@ -141,7 +142,7 @@ def sharded_attention(q, k, v, *, mesh: Mesh, axis_name: str = "sp", batch_axis=
     elif strategy == "ulysses":
         check_ulysses_heads(shapes.q_heads, shapes.kv_heads, n, axis_name)
     elif hybrid:
-        check_ulysses_heads(shapes.q_heads, shapes.kv_heads, group, ulysses_axis)
+        check_ulysses_heads(shapes.q_heads, shapes.kv_heads, group, ulysses_axis, strategy="hybrid")
     permute = natural_order and n > 1  # on one device every layout is the identity: no copies
     if strategy == "ulysses":  # every device attends over the whole sequence: the layout balances nothing
         layout, permute = layout if n > 1 and not natural_order else "contiguous", False

@@ -229,8 +229,11 @@ class Transformer(nn.Module):
         """Args:
           x: [batch, seq, dim] embeddings (the new tokens when decoding).
           segment_ids: optional int [batch, seq] (training only).
-          cache: from :func:`init_cache`, to decode: the new tokens attend over everything written so far.
-          positions: int32 [batch, new] slots of the new tokens, consecutive per row (with ``cache``).
+          cache: from :func:`init_cache`, to decode: the new tokens attend over the tokens the cache holds
+            (everything written so far; a windowed layer's last window); at most ``init_cache``'s
+            ``max_new`` tokens a call.
+          positions: int32 [batch, new] positions of the new tokens in their row's stream, consecutive
+            (with ``cache``); a cache of L slots holds position p in slot p mod L.
 
         Returns:
           [batch, seq, dim], or ``(that, cache)`` when decoding.
@@ -268,7 +271,7 @@ class Transformer(nn.Module):
         return (x, cache) if decoding else x
 
 
-def init_cache(model: Transformer, batch: int, max_len: int, dtype=jnp.float32, *, max_new: int = 1,
+def init_cache(model: Transformer, batch: int, max_len: int, dtype=jnp.float32, *, max_new: int | None = None,
                shards: int = 1):
     """An empty KV cache for ``model`` decoding streams of up to ``max_len`` tokens, ``max_new`` a call:
     per layer (k, v) [batch, slots, kv_heads, head_dim], with ``max_len`` slots for full attention and
@@ -277,8 +280,15 @@ def init_cache(model: Transformer, batch: int, max_len: int, dtype=jnp.float32, 
 
     Stacked with a leading layer axis when the model scans its layers. Place it with ``jax.device_put``
     on a sharding that splits the slots over the ring axis (``shards`` devices) to decode with a sharded
-    cache.
+    cache. ``max_new`` is required when a layer has a window (its cache is sized by it); decoding then
+    feeds at most ``max_new`` tokens a call.
     """
+    windows = model.layer_windows()
+    if max_new is None:
+        if any(window is not None for window in windows):
+            raise ValueError(f"init_cache needs max_new= (the most tokens a decoding call feeds) for the "
+                             f"windowed layers of windows={model.windows}")
+        max_new = 1
     if max_len % shards:
         raise ValueError(f"max_len={max_len} must be divisible by shards={shards}")
 
@@ -286,7 +296,6 @@ def init_cache(model: Transformer, batch: int, max_len: int, dtype=jnp.float32, 
         shape = (batch, cache_length(max_len, window, max_new, shards), model.num_kv_heads, model.head_dim)
         return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
 
-    windows = model.layer_windows()
     if model.scan_layers:
         return tuple(jnp.broadcast_to(x, (model.num_layers,) + x.shape) for x in layer(windows[0]))
     return tuple(layer(window) for window in windows)

@@ -32,15 +32,19 @@ from ring.layouts import check_layout, from_layout, to_layout
 from ring.ring_attention import blockwise_attention, ring_attention
 
 
-def check_ulysses_heads(q_heads: int, kv_heads: int, num_devices: int, axis_name: str = "sp") -> None:
-    """Raises ValueError unless Ulysses can split the heads over ``num_devices`` devices."""
+def check_ulysses_heads(q_heads: int, kv_heads: int, num_devices: int, axis_name: str = "sp", *,
+                        strategy: str = "ulysses") -> None:
+    """Raises ValueError unless Ulysses can split the heads over ``num_devices`` devices (``strategy``:
+    "hybrid" for the groups of the hybrid, along its ``ulysses_axis``)."""
+    where = f"axis_name={axis_name!r}" if strategy == "ulysses" else f"ulysses_axis={axis_name!r}"
+    advice = ("use strategy='ring' or 'allgather'" if strategy == "ulysses"
+              else "use smaller groups (more groups along the ring)")
     if q_heads % num_devices:
-        raise ValueError(f"strategy='ulysses' needs q_heads={q_heads} divisible by the {num_devices} devices of "
-                         f"axis_name={axis_name!r}; use strategy='ring' or 'allgather'")
+        raise ValueError(f"strategy={strategy!r} needs q_heads={q_heads} divisible by the {num_devices} devices "
+                         f"of {where}; {advice}")
     if kv_heads % num_devices and num_devices % kv_heads:
-        raise ValueError(f"strategy='ulysses' needs kv_heads={kv_heads} to divide, or be divisible by, the "
-                         f"{num_devices} devices of axis_name={axis_name!r} (q_heads={q_heads}); use "
-                         "strategy='ring' or 'allgather'")
+        raise ValueError(f"strategy={strategy!r} needs kv_heads={kv_heads} to divide, or be divisible by, the "
+                         f"{num_devices} devices of {where} (q_heads={q_heads}); {advice}")
 
 
 def sequence_chunk(chunk: int, seq: int) -> int:

@@ -1,5 +1,6 @@
 """The agent on every context-parallel strategy and with windowed layers (ModelConfig.strategy, window)."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -20,6 +21,21 @@ def _inputs(steps=64):
     sampler = ContextSampler(trajectories, SamplerConfig(num_trajectories=4, max_steps=steps, batch_size=2, prefetch=1))
     raw = sampler.sample_batch(np.random.default_rng(0))
     return {**step_inputs(raw), "loss_mask": raw["loss_mask"]}
+
+
+def _act_alike(policies, *, num_envs, trials, seed, steps=6):
+    """Runs the policies side by side on the same observations and rewards; their actions must agree."""
+    rng = np.random.default_rng(seed)
+    for _ in range(trials):
+        for policy in policies:
+            policy.start_trial()
+        for _ in range(steps):
+            obs = rng.standard_normal((num_envs, OBS)).astype(np.float32)
+            actions = [policy.act(obs) for policy in policies]
+            np.testing.assert_allclose(actions[0], actions[1], atol=1e-5)
+            rewards = rng.random(num_envs).astype(np.float32)
+            for policy in policies:
+                policy.observe(actions[0], rewards)
 
 
 def test_every_strategy_computes_the_same_model():
@@ -55,17 +71,23 @@ def test_windowed_layers_read_only_their_window_and_decode_as_recomputed():
                                 target_return=2.0, recompute=r) for r in (True, False)]
     cached = policies[1].cache  # the windowed layer keeps its window and one call's tokens, not the context
     assert cached[0][0].shape[1] == 8 + windowed.tokens_per_step - 1 < cached[1][0].shape[1]
-    rng = np.random.default_rng(1)
-    for _ in range(3):
-        for policy in policies:
-            policy.start_trial()
-        for _ in range(6):
-            obs = rng.standard_normal((2, OBS)).astype(np.float32)
-            actions = [policy.act(obs) for policy in policies]
-            np.testing.assert_allclose(actions[0], actions[1], atol=1e-5)
-            rewards = rng.random(2).astype(np.float32)
-            for policy in policies:
-                policy.observe(actions[0], rewards)
+    _act_alike(policies, num_envs=2, trials=3, seed=1)
+
+
+def test_scanned_windowed_layers_decode_from_a_cache_sharded_over_its_slots():
+    # Scanned layers stack their caches [layers, batch, slots, ...]: the slots, not the batch, are split over
+    # "sp" (3 environments do not divide by 4 devices); decoding equals recomputation.
+    batch = _inputs()
+    cfg = preset("tiny", attention="ring", window=8, windowed_layers=(0, 1), scan_layers=True, query_chunk_size=8,
+                 key_chunk_size=8, ffn_chunk_size=8)
+    mesh = make_mesh("sp=4", jax.devices()[:4])
+    model = AgenticTransformer(cfg, action_dim=ACT, mesh=mesh)
+    params = init_state(model, OptimConfig(), batch, 0).params
+    policies = [InContextPolicy(model, params, num_envs=3, obs_dim=OBS, episode_length=6, num_trials=2,
+                                target_return=2.0, recompute=r) for r in (True, False)]
+    slots = -(-(8 + cfg.tokens_per_step - 1) // 4) * 4  # the window and one call's tokens, a multiple of 4
+    assert policies[1].cache[0].shape[:3] == (2, 3, slots)
+    _act_alike(policies, num_envs=3, trials=2, seed=2)
 
 
 def test_window_settings_are_checked():

@@ -265,6 +265,7 @@ def test_windowed_decoding_matches_recompute():
     # the stream, and ring buffers of only the window and the new tokens, fed 1 and 3 tokens a call, dense
     # and split over 4 devices (the buffer rounded up to a multiple of 4).
     from ring.decode import cache_length, cached_attention, write_cache
+    from ring.transformer import init_cache
 
     q, k, v, _, _ = random_inputs(41, 2, 18, 4, 2, 8)
     want = np.asarray(reference_attention(q, k, v, window=5))
@@ -285,6 +286,12 @@ def test_windowed_decoding_matches_recompute():
             mesh = _mesh(shards) if shards > 1 else None
             got.append(cached_attention(q[:, new], k_cache, v_cache, positions[:, new], mesh=mesh, window=5))
         np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=1e-5, err_msg=f"t={t}, shards={shards}")
+    # A windowed cache is sized by the tokens a call feeds, which must be said; more than fit are refused.
+    with pytest.raises(ValueError, match="init_cache needs max_new="):
+        init_cache(Transformer(1, 4, 2, 8, 32, make_attention("reference"), windows=(5,)), 2, 18)
+    short = jnp.zeros((2, 5, 2, 8))
+    with pytest.raises(ValueError, match="6 new tokens do not fit a cache of 5 slots"):
+        write_cache(short, k[:, :6], jnp.zeros((2,), jnp.int32))
 
 
 def test_windowed_layers_decode_with_short_caches():
@@ -313,7 +320,8 @@ def test_errors():
         sharded_attention(q, k, v, mesh=mesh, strategy="hybrid")
     with pytest.raises(ValueError, match="ulysses_axis='sp' goes with strategy='hybrid' and only with it"):
         sharded_attention(q, k, v, mesh=mesh, ulysses_axis="sp")
-    with pytest.raises(ValueError, match="needs q_heads=6 divisible by the 4 devices of axis_name='up'"):
+    with pytest.raises(ValueError, match="strategy='hybrid' needs q_heads=6 divisible by the 4 devices of "
+                                         "ulysses_axis='up'; use smaller groups"):
         sharded_attention(q, k, v, mesh=_two_axis_mesh(2, 4), strategy="hybrid", ulysses_axis="up")
     with pytest.raises(ValueError, match="strategy='ulysses' needs q_heads=6 divisible by the 4 devices"):
         sharded_attention(q, k, v, mesh=mesh, strategy="ulysses")

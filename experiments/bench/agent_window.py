@@ -10,7 +10,7 @@ so load on a shared machine falls on all alike.
   window of 40 tokens (the last 2 episodes);
 - ``dark_room_long``: 5,120 tokens a context on the ring over every device, with a window of 640 tokens
   (32 episodes) in the zigzag layout (every hop kept, the compute of unreached ones skipped) and the
-  contiguous one (the ring stops after the 2 hops the window reaches).
+  contiguous one (the ring stops after the 2 hops the window reaches), beside full attention in each.
 
     python -m experiments.bench.agent_window
 """
@@ -30,6 +30,7 @@ CELLS = {
     "dark_room_long": ("dark_room_long", None, {}, 640, {
         "full": ((), {}),
         "window in layer 0": ((0,), {}),
+        "full, contiguous": ((), {"layout": "contiguous"}),
         "window in layer 0, contiguous": ((0,), {"layout": "contiguous"}),
         "window in both layers, contiguous": ((0, 1), {"layout": "contiguous"}),
     }),

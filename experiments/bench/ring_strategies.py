@@ -178,7 +178,7 @@ def _cell(args, mesh, n, block, ratio):
 def _window_cell(args, mesh, n, block, ratio):
     """The window W = seq / 8 against full causal attention, per strategy, timed in turns: full causal at
     ``--chunk`` and at the window's chunk (``ring.ring_attention.window_chunk``: an eighth of W), both
-    zigzag; the window zigzag (every hop kept) and contiguous (the ring stops after 2 of n hops)."""
+    zigzag; the window zigzag (every hop kept) and contiguous (the ring stops after W / block + 1 hops)."""
     from ring.ring_attention import window_chunk
 
     window = n * block // 8
