@@ -32,20 +32,11 @@ def _parser():
 
 def measure(config, devices, repeats: int) -> dict:
     """Per-device temp memory and median step time of ``config``'s train step on ``devices``."""
-    import jax
+    from experiments.bench.preset_memory import timed_step
 
-    from experiments.bench.preset_memory import compiled_step
-
-    step, state, batch = compiled_step(config, devices)
-    analysis = step.lower(state, batch).compile().memory_analysis()
-    holder = {"state": state}
-
-    def call():
-        holder["state"], metrics = step(holder["state"], batch)
-        return metrics["loss"]
-
-    seconds = harness.median_seconds(lambda: jax.block_until_ready(call()), repeats)
-    return {"temp_bytes": int(analysis.temp_size_in_bytes), "step_seconds": seconds,
+    temp_bytes, call = timed_step(config, devices)
+    seconds = harness.median_seconds(call, repeats)
+    return {"temp_bytes": temp_bytes, "step_seconds": seconds,
             "tokens": config.sampler.batch_size * config.sampler.max_steps * config.model.tokens_per_step}
 
 

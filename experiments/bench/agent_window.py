@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     run = harness.start(NAME, _parser(), argv, tiny=TINY)
     import jax
 
-    from experiments.bench.preset_memory import compiled_step
+    from experiments.bench.preset_memory import timed_step
     from experiments.presets import get_preset
 
     rows = []
@@ -67,20 +67,12 @@ def main(argv=None) -> dict:
         calls, cell_rows = {}, {}
         for name, (layers, model_overrides) in variants.items():
             config = _variant(base, window, layers, model_overrides)
-            step, state, batch = compiled_step(config, devices)
-            analysis = step.lower(state, batch).compile().memory_analysis()
-            holder = {"state": state}
-
-            def call(step=step, holder=holder, batch=batch):
-                holder["state"], metrics = step(holder["state"], batch)
-                return metrics["loss"]
-
-            calls[name] = call
+            temp_bytes, calls[name] = timed_step(config, devices)
             cell_rows[name] = {"cell": cell, "variant": name, "window": window if layers else None,
                                "windowed_layers": list(layers), "layout": config.model.layout,
                                "attention": config.model.attention, "devices": len(devices),
                                "tokens": config.sampler.batch_size * config.sampler.max_steps,
-                               "temp_bytes": int(analysis.temp_size_in_bytes)}
+                               "temp_bytes": temp_bytes}
         seconds = harness.time_round_robin(calls, run.args.repeats)
         full = seconds["full"]
         for name, row in cell_rows.items():

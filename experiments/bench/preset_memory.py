@@ -57,6 +57,20 @@ def compiled_step(config, devices):
     return step, placed, {k: jax.device_put(v, shardings[k]) for k, v in example.items()}
 
 
+def timed_step(config, devices):
+    """``config``'s train step on ``devices``, compiled once: (its per-device temp bytes, a call that runs one
+    step on the batch of zeros, advancing the state, and returns the loss), for benchmarks that time it."""
+    step, state, batch = compiled_step(config, devices)
+    compiled = step.lower(state, batch).compile()
+    holder = {"state": state}
+
+    def call():
+        holder["state"], metrics = compiled(holder["state"], batch)
+        return metrics["loss"]
+
+    return int(compiled.memory_analysis().temp_size_in_bytes), call
+
+
 def step_memory(config, devices) -> dict:
     """Per-device bytes of the compiled train step of ``config`` on ``devices`` (temp, arguments, outputs)."""
     step, state, batch = compiled_step(config, devices)
