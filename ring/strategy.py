@@ -7,6 +7,8 @@
   gradients), cheaply with grouped-query attention; one collective per pass.
 - "ulysses": all-to-all to head-sharded and back (:func:`ring.ulysses_attention`). O(block) memory, two
   all-to-alls per pass (four in the backward), and needs the query heads to divide by the devices.
+- "hybrid": Ulysses within groups of devices, the ring across them (a mesh with a second sequence axis);
+  the heads need only divide by a group. It has no memory model here, and "auto" does not choose it.
 
 The rule (:func:`choose_strategy`) and the memory model (:func:`temp_bytes`) come from the benchmark
 ``python -m experiments.bench.ring_strategies`` (README, "Context-parallel strategies").
@@ -16,16 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 
-STRATEGIES = ("ring", "allgather", "ulysses")
-# Ulysses within groups of devices along a second mesh axis, the ring across the groups
-# (:func:`ring.sharded_attention`'s ``ulysses_axis``); "auto" does not choose it (it needs that axis).
-HYBRID = "hybrid"
+# "hybrid": Ulysses within groups of devices along a second mesh axis, the ring across the groups
+# (:func:`ring.sharded_attention`'s ``ulysses_axis``); "auto" chooses among the others (it has one axis).
+STRATEGIES = ("ring", "allgather", "ulysses", "hybrid")
 
 
 def check_strategy(strategy: str) -> None:
-    """Raises ValueError unless ``strategy`` is one of ``STRATEGIES``, "hybrid" or "auto"."""
-    if strategy not in ("auto", HYBRID) and strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r} is unknown; expected one of {STRATEGIES}, {HYBRID!r} or 'auto'")
+    """Raises ValueError unless ``strategy`` is one of ``STRATEGIES`` or "auto"."""
+    if strategy != "auto" and strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is unknown; expected one of {STRATEGIES} or 'auto'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +69,8 @@ PREFERENCE = ("ulysses", "allgather", "ring")
 def temp_bytes(strategy: str, shapes: Shapes) -> int:
     """Estimated per-device temp bytes of one attention's forward+backward under ``strategy`` (float32
     accumulators and inputs: an upper bound for low-precision inputs too)."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"temp_bytes models {STRATEGIES}, not strategy={strategy!r}")
+    if strategy not in _MEMORY:
+        raise ValueError(f"temp_bytes models {tuple(_MEMORY)}, not strategy={strategy!r}")
     n, f32 = shapes.num_devices, 4
     rows = shapes.batch * shapes.block * shapes.head_dim * f32  # one float32 head of the block
     scored = n * shapes.block if strategy == "ulysses" else shapes.block  # keys a chunk is clipped to
