@@ -83,10 +83,11 @@ class XlaStep:
     k_chunk: int
     float32_logits: bool = True
     window: int | None = None  # sliding window (causal only): keys j of query i with i - window < j <= i
+    head_chunk: int | None = None  # K/V heads scored together (None: all; ring.ring_attention.head_chunk)
 
     def _static(self, q):
         return dict(causal=self.causal, q_chunk=self.q_chunk, k_chunk=self.k_chunk,
-                    scale=1.0 / math.sqrt(q.shape[-1]), window=self.window)
+                    scale=1.0 / math.sqrt(q.shape[-1]), window=self.window, head_chunk=self.head_chunk)
 
     def forward_init(self, q, kv_heads):
         return kernel.init_state(q, kv_heads)

@@ -21,6 +21,9 @@ keys):
     pos:       int32 [len]                           (global token positions)
     seg:       int [batch, len] or None              (segment ids)
 
+With ``head_chunk`` the loops run once per group of that many K/V heads (with their query heads), so a
+chunk pair's scores hold one group's heads, not all of them; the slices stay chunk-sized either way.
+
 Forward keeps the online-softmax state (running max ``m``, running denominator ``l``, unnormalised output
 ``o``; Ring Attention paper, section 3 / Milakov & Gimelshein 2018). Backward is FlashAttention-2's: with the
 final log-sum-exp ``lse`` and ``delta = rowsum(do * out)`` of the *whole* sequence, every chunk pair's
@@ -161,24 +164,51 @@ def _slice(x, start, size, axis):
     return x if x is None else lax.dynamic_slice_in_dim(x, start, size, axis)
 
 
-def _q_rows(x, start, size, kv_heads):
-    """Chunk of a sequence-major query-like array [b, len, hq, d], grouped by K/V head and heads-major,
-    each head's groups and positions merged into rows: [b, h, n, d], n = (g, size). The chunk is grouped,
-    not the block: JAX 0.10's XLA gave a grouped block a layout of its own, and with it a copy of q and do
-    in every backward ring step."""
-    chunk = _slice(x, start, size, 1)
-    batch, _, q_heads, head_dim = chunk.shape
-    grouped = jnp.moveaxis(chunk.reshape(batch, size, kv_heads, q_heads // kv_heads, head_dim), 1, 3)
-    return grouped.reshape(batch, kv_heads, q_heads // kv_heads * size, head_dim)
+def _part(x, at: dict):
+    """The part of ``x`` at ``{axis: (start, size)}``, whole along every other axis."""
+    starts, sizes = [0] * x.ndim, list(x.shape)
+    for axis, (start, size) in at.items():
+        starts[axis], sizes[axis] = start, size
+    return lax.dynamic_slice(x, starts, sizes)
 
 
-def _kv_chunk(x, start, size):
-    """Chunk [b, size, h, d] of a sequence-major key/value array, heads-major: [b, h, size, d]."""
-    return jnp.moveaxis(_slice(x, start, size, 1), 1, 2)
+def _put(x, part, at: dict):
+    """``x`` with ``part`` written at ``{axis: start}``."""
+    starts = [0] * x.ndim
+    for axis, start in at.items():
+        starts[axis] = start
+    return lax.dynamic_update_slice(x, part, starts)
+
+
+def _q_rows(x, start, size, kv_heads, head, heads):
+    """Chunk of a sequence-major query-like array [b, len, hq, d], the query heads of K/V heads
+    ``[head, head + heads)``, grouped by K/V head and heads-major, each head's groups and positions merged
+    into rows: [b, heads, n, d], n = (g, size). The chunk is grouped, not the block: JAX 0.10's XLA gave a
+    grouped block a layout of its own, and with it a copy of q and do in every backward ring step."""
+    groups = x.shape[2] // kv_heads
+    chunk = _part(x, {1: (start, size), 2: (head * groups, heads * groups)})
+    batch, _, _, head_dim = chunk.shape
+    grouped = jnp.moveaxis(chunk.reshape(batch, size, heads, groups, head_dim), 1, 3)
+    return grouped.reshape(batch, heads, groups * size, head_dim)
+
+
+def _kv_chunk(x, start, size, head, heads):
+    """Chunk [b, size, heads, d] of a sequence-major key/value array from K/V head ``head`` on,
+    heads-major: [b, heads, size, d]."""
+    return jnp.moveaxis(_part(x, {1: (start, size), 2: (head, heads)}), 1, 2)
+
+
+def _head_passes(kv_heads: int, head_chunk: int | None, one_pass, carry):
+    """``one_pass(head, carry)`` for every group of ``head_chunk`` K/V heads (all at once when None): a
+    chunk pair's scores then hold only that many heads."""
+    heads = kv_heads if head_chunk is None else head_chunk
+    if heads == kv_heads:
+        return one_pass(0, carry)
+    return lax.fori_loop(0, kv_heads // heads, lambda i, c: one_pass(i * heads, c), carry)
 
 
 def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk, k_chunk, scale,
-                  float32_logits=True, window=None):
+                  float32_logits=True, window=None, head_chunk=None):
     """Folds one K/V block into the online-softmax state of the query block.
 
     Args:
@@ -192,6 +222,7 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
       window: with ``causal``, a sliding window: query i attends to keys j with i - window < j <= i.
       scale: score scale, 1/sqrt(head_dim), applied to each query chunk (no scaled copy of q is kept).
       float32_logits: compute scores from float32 copies of q and k.
+      head_chunk: K/V heads scored together (a divisor of kv_heads; None: all of them).
 
     Returns:
       The updated SoftmaxState.
@@ -201,14 +232,15 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
     kv_heads = k.shape[2]
     groups, logit_dtype = q_heads // kv_heads, F32 if float32_logits else q.dtype
     rows = groups * q_chunk  # a query chunk's rows, its heads' groups merged: n = (g, q)
+    heads = kv_heads if head_chunk is None else head_chunk
 
-    def query_chunk(qi, state):
+    def query_chunk(qi, state, head):
         qs = qi * q_chunk
-        q_c = _q_rows(q, qs, q_chunk, kv_heads).astype(logit_dtype) * jnp.asarray(scale, logit_dtype)
+        q_c = _q_rows(q, qs, q_chunk, kv_heads, head, heads).astype(logit_dtype) * jnp.asarray(scale, logit_dtype)
         qp_c, qseg_c = _slice(q_pos, qs, q_chunk, 0), _slice(q_seg, qs, q_chunk, 1)
-        # The chunk's state in rows: o [b, h, n, d], m and l [b, h, n].
-        chunk_state = SoftmaxState(*(_slice(x, qs, q_chunk, 3).reshape((batch, kv_heads, rows) + x.shape[4:])
-                                     for x in state))
+        # The chunk's state in rows: o [b, heads, n, d], m and l [b, heads, n].
+        at = {1: (head, heads), 3: (qs, q_chunk)}
+        chunk_state = SoftmaxState(*(_part(x, at).reshape((batch, heads, rows) + x.shape[4:]) for x in state))
 
         def key_chunk(ki, cs):
             ks = ki * k_chunk
@@ -217,7 +249,7 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
 
             def attend(masked):
                 def run(cs):
-                    s = _dot("bhnd,bhkd->bhnk", q_c, _kv_chunk(k, ks, k_chunk).astype(logit_dtype))
+                    s = _dot("bhnd,bhkd->bhnk", q_c, _kv_chunk(k, ks, k_chunk, head, heads).astype(logit_dtype))
                     if masked:
                         s = jnp.where(_row_mask(chunk_mask(), groups), s, -jnp.inf)
                     m_new = jnp.maximum(cs.m, jnp.max(s, axis=-1))
@@ -225,7 +257,7 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
                     m_safe = jnp.where(jnp.isneginf(m_new), 0.0, m_new) if masked else m_new
                     p = jnp.exp(s - m_safe[..., None])
                     alpha = jnp.exp(cs.m - m_safe)
-                    pv = _dot("bhnk,bhkd->bhnd", p.astype(v.dtype), _kv_chunk(v, ks, k_chunk))
+                    pv = _dot("bhnk,bhkd->bhnd", p.astype(v.dtype), _kv_chunk(v, ks, k_chunk, head, heads))
                     return SoftmaxState(cs.o * alpha[..., None] + pv, m_new, cs.l * alpha + jnp.sum(p, axis=-1))
 
                 return run
@@ -235,14 +267,16 @@ def block_forward(state, q, k, v, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk
         # With a window only the key chunks within its reach are visited (a loop of traced bounds).
         lo, hi = (0, k_len // k_chunk) if window is None else window_reach(qp_c, k_pos, k_chunk, window)
         cs = lax.fori_loop(lo, hi, key_chunk, chunk_state)
-        cs = (c.reshape(x.shape[:3] + (q_chunk,) + x.shape[4:]) for x, c in zip(state, cs))  # rows -> (g, q)
-        return SoftmaxState(*(lax.dynamic_update_slice_in_dim(x, c, qs, 3) for x, c in zip(state, cs)))
+        cs = (c.reshape((batch, heads, groups, q_chunk) + x.shape[4:]) for x, c in zip(state, cs))  # rows -> (g, q)
+        return SoftmaxState(*(_put(x, c, {1: head, 3: qs}) for x, c in zip(state, cs)))
 
-    return lax.fori_loop(0, q_len // q_chunk, query_chunk, state)
+    return _head_passes(kv_heads, head_chunk,
+                        lambda head, state: lax.fori_loop(0, q_len // q_chunk,
+                                                          lambda qi, st: query_chunk(qi, st, head), state), state)
 
 
 def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *, causal, q_chunk,
-                   k_chunk, scale, window=None):
+                   k_chunk, scale, window=None, head_chunk=None):
     """Adds one K/V block's share of the attention gradients (FlashAttention-2 backward).
 
     Scores are computed key-major, ``[k, (g, q)]``, so that each of the five chunk matmuls takes its
@@ -256,7 +290,7 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
       do: output cotangent [b, q_len, hq, d].
       lse, delta: [b, h, g, q_len] float32, log-sum-exp and rowsum(do * out) over the whole sequence.
       scale: the score scale, 1/sqrt(head_dim).
-      window: the sliding window, as in :func:`block_forward`.
+      window, head_chunk: as in :func:`block_forward`.
 
     Returns:
       The updated (dq, dk, dv).
@@ -265,16 +299,19 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
     batch, _, q_heads, head_dim = q.shape
     groups = q_heads // kv_heads
     rows = groups * q_chunk  # a query chunk's rows, its heads' groups merged: n = (g, q)
+    heads = kv_heads if head_chunk is None else head_chunk
     lse = jnp.where(jnp.isneginf(lse), 0.0, lse)  # rows with no keys: every p below is 0 anyway
 
-    def stat_row(x, qs):
-        """A row statistic [b, h, g, q_len] of the chunk's rows, as [b, h, 1, n] against key-major scores."""
-        return _slice(x, qs, q_chunk, 3).reshape(batch, kv_heads, 1, rows)
+    def key_chunk(ki, grads, head):
+        def stat_row(x, qs):
+            """A row statistic [b, h, g, q_len] of the chunk's rows, as [b, heads, 1, n] against key-major
+            scores."""
+            return _part(x, {1: (head, heads), 3: (qs, q_chunk)}).reshape(batch, heads, 1, rows)
 
-    def key_chunk(ki, grads):
         dq, dk, dv = grads
         ks = ki * k_chunk
-        k_c, v_c = _kv_chunk(k, ks, k_chunk).astype(F32), _kv_chunk(v, ks, k_chunk).astype(F32)
+        k_c = _kv_chunk(k, ks, k_chunk, head, heads).astype(F32)
+        v_c = _kv_chunk(v, ks, k_chunk, head, heads).astype(F32)
         kp_c, kseg_c = _slice(k_pos, ks, k_chunk, 0), _slice(k_seg, ks, k_chunk, 1)
 
         def query_chunk(qi, carry):
@@ -286,28 +323,31 @@ def block_backward(grads, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, *
             def attend(masked):
                 def run(chunk_grads):
                     dq_c, dk_c, dv_c = chunk_grads
-                    q_c = _q_rows(q, qs, q_chunk, kv_heads).astype(F32) * scale
-                    do_c = _q_rows(do, qs, q_chunk, kv_heads).astype(F32)
+                    q_c = _q_rows(q, qs, q_chunk, kv_heads, head, heads).astype(F32) * scale
+                    do_c = _q_rows(do, qs, q_chunk, kv_heads, head, heads).astype(F32)
                     p = jnp.exp(_dot("bhkd,bhnd->bhkn", k_c, q_c) - stat_row(lse, qs))  # [b, h, k, n]
                     if masked:
                         p = jnp.where(_row_mask(chunk_mask(), groups, key_major=True), p, 0.0)
                     dv_c = dv_c + _dot("bhkn,bhnd->bhkd", p, do_c)
                     ds = p * (_dot("bhkd,bhnd->bhkn", v_c, do_c) - stat_row(delta, qs))
                     dk_c = dk_c + _dot("bhkn,bhnd->bhkd", ds, q_c)
-                    dq_part = _dot("bhkd,bhkn->bhdn", k_c, ds).reshape(batch, kv_heads, head_dim, groups, q_chunk)
+                    dq_part = _dot("bhkd,bhkn->bhdn", k_c, ds).reshape(batch, heads, head_dim, groups, q_chunk)
                     return dq_c + scale * jnp.moveaxis(dq_part, 3, 2), dk_c, dv_c
 
                 return run
 
             # Only chunk-sized values pass through the branches: a branch's results are fresh buffers, and
             # the whole dq there would be copied at every chunk pair.
-            dq_c, dk_c, dv_c = _switch(case, attend, (_slice(dq, qs, q_chunk, 4), dk_c, dv_c))
-            return lax.dynamic_update_slice_in_dim(dq, dq_c, qs, 4), dk_c, dv_c
+            dq_at = {1: (head, heads), 4: (qs, q_chunk)}
+            dq_c, dk_c, dv_c = _switch(case, attend, (_part(dq, dq_at), dk_c, dv_c))
+            return _put(dq, dq_c, {1: head, 4: qs}), dk_c, dv_c
 
-        carry = (dq, _slice(dk, ks, k_chunk, 2), _slice(dv, ks, k_chunk, 2))
+        kv_at = {1: (head, heads), 2: (ks, k_chunk)}
+        carry = (dq, _part(dk, kv_at), _part(dv, kv_at))
         lo, hi = (0, q_len // q_chunk) if window is None else query_reach(q_pos, kp_c, q_chunk, window)
         dq, dk_c, dv_c = lax.fori_loop(lo, hi, query_chunk, carry)
-        return (dq, lax.dynamic_update_slice_in_dim(dk, dk_c, ks, 2),
-                lax.dynamic_update_slice_in_dim(dv, dv_c, ks, 2))
+        return dq, _put(dk, dk_c, {1: head, 2: ks}), _put(dv, dv_c, {1: head, 2: ks})
 
-    return lax.fori_loop(0, k_len // k_chunk, key_chunk, grads)
+    return _head_passes(kv_heads, head_chunk,
+                        lambda head, grads: lax.fori_loop(0, k_len // k_chunk,
+                                                          lambda ki, g: key_chunk(ki, g, head), grads), grads)

@@ -5,10 +5,13 @@ Every device keeps its query block; the K/V blocks (with their segment ids) trav
 (:mod:`ring.kernel`). After ``n`` steps every query has seen every key.
 
 The custom VJP saves only the local q, k, v, output and log-sum-exp (O(block) per device). Its backward
-sends the K/V blocks around the ring once more, now together with float32 dk/dv accumulators: each device
-adds its queries' share to the visiting block's accumulators, and the n-th hop brings every accumulator
-home. dq never leaves the device. Both loops run n uniform steps of n hops (in the forward the last hop is
-spare), so XLA compiles the block kernel once and memory is the same for every ring size.
+sends one side of every block pair around the ring once more, with its float32 gradient accumulators,
+while the other side stays and accumulates at home: the K/V blocks with dk/dv (each device adds its
+queries' share to the visiting block's accumulators), or, where they are fewer bytes, the query blocks
+with do, their statistics and dq (without grouped-query attention: q, do and dq are three blocks' worth
+against k, v, dk and dv's four). Either way the n-th hop brings every travelling accumulator home. Both
+loops run n uniform steps of n hops (in the forward the last hop is spare), so XLA compiles the block
+kernel once and memory is the same for every ring size.
 
 With ``axis_name=None`` the same code is a ring of one device, which is :func:`blockwise_attention`.
 
@@ -59,12 +62,12 @@ class _Ring:
     def may_attend(self, q_pos, k_pos):
         return kernel.block_may_attend(q_pos, k_pos, self.causal, self.window)
 
-    def shift(self, tree):
-        """Sends ``tree`` one hop along the ring: device i -> i + 1."""
+    def shift(self, tree, hops: int = 1):
+        """Sends ``tree`` ``hops`` hops along the ring: device i -> i + hops (backwards when negative)."""
         n = self.size()
-        if n == 1:
+        if n == 1 or hops % n == 0:
             return tree
-        perm = [(i, (i + 1) % n) for i in range(n)]
+        perm = [(i, (i + hops) % n) for i in range(n)]
         return lax.ppermute(tree, self.axis_name, perm)
 
     def varying_like(self, tree, like):
@@ -127,26 +130,51 @@ def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
     if n == 1:
         grads = step.backward(None, q, k, v, dout, stats, q_pos, q_pos, segment_ids, segment_ids)
         return step.grads_result(grads, q, k, v)
-
-    def body(i, carry):
-        dq, kv, dkv = carry
-        incoming_kv = cfg.shift(kv)
-        k_blk, v_blk, seg_blk = kv
-        k_pos = cfg.positions((me - i) % n, block)
-        dq, dk, dv = lax.cond(
-            cfg.may_attend(q_pos, k_pos),
-            lambda g: step.backward(g, q, k_blk, v_blk, dout, stats, q_pos, k_pos, segment_ids, seg_blk),
-            lambda g: g, (dq, *dkv))
-        return dq, incoming_kv, cfg.shift((dk, dv))
-
-    # After n hops every dk/dv accumulator is back on the device that owns its K/V block; a window's
-    # shorter loop sends them home in one permute.
+    # Step i pairs the queries of device d with the K/V block of device d - i, whichever side travels, so
+    # the hops that matter (a window's) are the same for both.
     hops = cfg.hops(block)
     dq, dk, dv = zeros_after(step.grads_init(q, k), stats[0])
-    dq, _, (dk, dv) = lax.fori_loop(0, hops, body, (dq, (k, v, segment_ids), (dk, dv)))
-    if hops < n:
-        dk, dv = lax.ppermute((dk, dv), cfg.axis_name, [(i, (i - hops) % n) for i in range(n)])
+    if queries_travel(q, k):
+        def body(i, carry):  # device me holds the queries of device me + i: they travel backwards
+            visiting, dq, dkv = carry
+            incoming = cfg.shift(visiting, -1)
+            q_blk, do_blk, stats_blk, seg_blk = visiting
+            vis_pos = cfg.positions((me + i) % n, block)
+            dq, dk, dv = lax.cond(
+                cfg.may_attend(vis_pos, q_pos),
+                lambda g: step.backward(g, q_blk, k, v, do_blk, stats_blk, vis_pos, q_pos, seg_blk, segment_ids),
+                lambda g: g, (dq, *dkv))
+            return incoming, cfg.shift(dq, -1), (dk, dv)
+
+        _, dq, (dk, dv) = lax.fori_loop(0, hops, body, ((q, dout, stats, segment_ids), dq, (dk, dv)))
+        dq = cfg.shift(dq, hops)  # a window's shorter loop leaves dq that many devices back
+    else:
+        def body(i, carry):  # device me holds the K/V block of device me - i
+            dq, kv, dkv = carry
+            incoming = cfg.shift(kv)
+            k_blk, v_blk, seg_blk = kv
+            vis_pos = cfg.positions((me - i) % n, block)
+            dq, dk, dv = lax.cond(
+                cfg.may_attend(q_pos, vis_pos),
+                lambda g: step.backward(g, q, k_blk, v_blk, dout, stats, q_pos, vis_pos, segment_ids, seg_blk),
+                lambda g: g, (dq, *dkv))
+            return dq, incoming, cfg.shift((dk, dv))
+
+        dq, _, (dk, dv) = lax.fori_loop(0, hops, body, (dq, (k, v, segment_ids), (dk, dv)))
+        dk, dv = cfg.shift((dk, dv), -hops)
     return step.grads_result((dq, dk, dv), q, k, v)
+
+
+def queries_travel(q, k) -> bool:
+    """Whether the backward sends the query side round the ring (q, do and a float32 dq) rather than the
+    K/V side (k, v and float32 dk, dv): whichever is fewer bytes a hop. Without grouped-query attention
+    the queries are (12 against 16 blocks of a float32 head each; ``experiments.bench.ring_strategies``:
+    7.5 MiB less per device at 8,192 tokens, 8 heads); with K/V heads shared by 2 or more query heads the
+    K/V side is."""
+    def nbytes(x, dtype=None):
+        return x.size * jnp.dtype(dtype or x.dtype).itemsize
+
+    return 2 * nbytes(q) + nbytes(q, jnp.float32) < 2 * nbytes(k) + 2 * nbytes(k, jnp.float32)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -231,7 +259,9 @@ def block_step(q, k, causal, query_chunk_size, key_chunk_size, float32_logits, i
     check_chunk("query_chunk_size", q_chunk, q_len)
     check_chunk("key_chunk_size", k_chunk, k_len)
     q_chunk, k_chunk = window_chunk(q_chunk, window), window_chunk(k_chunk, window)
-    xla = XlaStep(bool(causal), q_chunk, k_chunk, bool(float32_logits), window)
+    kv_heads = k.shape[2]
+    per = head_chunk(kv_heads, q.shape[2] // kv_heads, q_chunk, k_chunk)
+    xla = XlaStep(bool(causal), q_chunk, k_chunk, bool(float32_logits), window, per)
     gpu = jax.default_backend() == "gpu"
     if impl == "xla" or (impl is None and (not gpu or window is not None)):
         return xla
@@ -246,6 +276,23 @@ def block_step(q, k, causal, query_chunk_size, key_chunk_size, float32_logits, i
             return xla
         raise ValueError(f"impl='pallas': {unsupported}")
     return PallasStep(bool(causal), tiles, interpret=not gpu)
+
+
+SCORE_TILE = 512 * 512  # the most scores one chunk pair of the XLA step holds at once, over its heads
+
+
+def head_chunk(kv_heads: int, groups: int, q_chunk: int, k_chunk: int) -> int:
+    """How many K/V heads (each with its ``groups`` query heads) the XLA step scores together: the most
+    that divide ``kv_heads`` with at most :data:`SCORE_TILE` scores a chunk pair, and at least one. A
+    pair's scores exist several times over in the backward (probabilities, their gradient), so with 8
+    heads of 512 x 512-token chunks they were the largest temporaries of the ring; scored one head at a
+    time they cost what a Ulysses device's do (``experiments.bench.ring_strategies``, 8,192 tokens a
+    device, 8 heads: 68.4 MiB a device before, 44.1 MiB with the query side travelling too, against
+    Ulysses' 48.8; at 1,024 tokens also 0.75x the time). Small chunks keep all heads in one pass."""
+    per = kv_heads
+    while per > 1 and (kv_heads % per or per * groups * q_chunk * k_chunk > SCORE_TILE):
+        per -= 1
+    return per
 
 
 def window_chunk(chunk: int, window: int | None) -> int:

@@ -62,12 +62,14 @@ def test_ring_memory_flat_in_device_count(layout):
 
 
 def test_ring_state_is_a_few_blocks():
-    # Forward+backward of the ring holds about 8-9 blocks per device: the K/V blocks at hand and arriving,
-    # the dK/dV accumulators travelling with them, dq and the chunk temporaries (9.1 blocks on JAX 0.10,
-    # 8.3 on 0.12). It held 11.1 and 9.8 while the backward's zero accumulators were scheduled before the
-    # forward pass and held through it, and while JAX 0.10 copied the grouped query block every ring step.
+    # Forward+backward of the ring holds about 7-8 blocks per device: the blocks at hand and arriving in
+    # each pass (here, without grouped-query attention, the backward sends q, do and dq round rather than
+    # k, v, dk and dv), the accumulators that stay home, and the chunk temporaries (7.3 blocks on JAX 0.10).
+    # It held 8.3 there while the K/V side travelled in every backward, and 11.1 and 9.8 while the
+    # backward's zero accumulators were scheduled before the forward pass and held through it, and while
+    # JAX 0.10 copied the grouped query block every ring step.
     temp, block = _ring_temp(4, 512), 512 * HEADS * HEAD_DIM * 4
-    assert temp <= 9.5 * block, temp / block
+    assert temp <= 8.0 * block, temp / block
 
 
 @pytest.mark.parametrize("num_devices", [2, 4, 8])
@@ -92,10 +94,11 @@ def test_natural_order_costs_two_blocks_at_most(num_devices):
         in_layout = _ring_temp(num_devices, 512, layout, cotangent="q")
         natural = _ring_temp(num_devices, 512, layout, natural_order=True, cotangent="q")
         assert natural - in_layout <= 2 * block + 1024, (layout, in_layout, natural)
-        # With a constant cotangent (the gradient of sum(out)) only the permuted query block remains.
+        # With a constant cotangent (the gradient of sum(out)) the same two blocks at most: an in-layout
+        # call needs one block less there (the constant need not be permuted), not a natural-order one more.
         in_layout = _ring_temp(num_devices, 512, layout)
         natural = _ring_temp(num_devices, 512, layout, natural_order=True)
-        assert natural - in_layout <= block + 1024, (layout, in_layout, natural)
+        assert natural - in_layout <= 2 * block + 1024, (layout, in_layout, natural)
         if layout == "contiguous":  # nothing to permute
             assert natural == in_layout
 

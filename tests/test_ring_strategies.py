@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 from ring import choose_strategy, make_mesh, reference_attention, sharded_attention
 from ring.layouts import layout_permutation
-from ring.ring_attention import block_step, ring_hops, window_chunk
+from ring.ring_attention import block_step, head_chunk, queries_travel, ring_hops, window_chunk
 from ring.strategy import Shapes, temp_bytes
 from ring.transformer import Transformer, make_attention
 from tests import oracle
@@ -128,6 +128,35 @@ def test_window_halves_the_chunks_it_cuts_through():
     inputs = random_inputs(19, 1, 512, 4, 2, 8, segments=True)
     _check(inputs, mesh=_mesh(1), window=512, query_chunk_size=512, key_chunk_size=512)
     _check(inputs, mesh=_mesh(2), layout="contiguous", window=300, query_chunk_size=256, key_chunk_size=256)
+
+
+def test_heads_scored_in_groups_match_float64_oracle(monkeypatch):
+    # A score budget of 2 x 8 x 8 makes every strategy's step score one or two K/V heads of a chunk pair at
+    # a time (what 8 heads of 512-token chunks do under the default budget), with and without grouped-query
+    # attention (the query side travelling in the ring's backward, and the K/V side), the window, segments.
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("ring.ring_attention"), "SCORE_TILE", 2 * 8 * 8)
+    q = jnp.zeros((1, 64, 4, 8))
+    assert block_step(q, q, True, 8, 8, True, "xla", None).head_chunk == 2
+    assert block_step(q, q[:, :, :1], True, 8, 8, True, "xla", None).head_chunk == 1
+    for kv_heads in (4, 2):
+        inputs = random_inputs(23 + kv_heads, 2, 64, 4, kv_heads, 8, segments=True)
+        for strategy in ("ring", "allgather"):
+            _check(inputs, mesh=_mesh(4), strategy=strategy, query_chunk_size=8, key_chunk_size=8)
+        _check(inputs, mesh=_mesh(4), layout="contiguous", window=20, query_chunk_size=8, key_chunk_size=8)
+    _check(random_inputs(29, 1, 64, 8, 8, 8, segments=False), mesh=_mesh(2), strategy="ulysses",
+           query_chunk_size=8, key_chunk_size=8)
+
+
+def test_head_and_side_rules():
+    # Heads: the most that divide the K/V heads with at most SCORE_TILE (512 x 512) scores a chunk pair.
+    assert head_chunk(8, 1, 512, 512) == 1 and head_chunk(8, 1, 256, 256) == 4 and head_chunk(8, 1, 64, 64) == 8
+    assert head_chunk(2, 4, 512, 512) == 1 and head_chunk(6, 1, 256, 256) == 3 and head_chunk(3, 1, 512, 512) == 1
+    # The backward sends round whichever side is fewer bytes: queries only without grouped-query attention.
+    q, kv = jnp.zeros((1, 64, 8, 32)), jnp.zeros((1, 64, 2, 32))
+    assert queries_travel(q, q) and not queries_travel(q, kv)
+    assert queries_travel(q.astype(jnp.bfloat16), q.astype(jnp.bfloat16))
 
 
 def _two_axis_mesh(groups, within):
