@@ -78,15 +78,27 @@ def per_step_loss(predictions: dict, actions):
     return jnp.sum(jnp.square(predictions["action"] - actions), axis=-1)
 
 
-def sample_actions(predictions: dict, key, noise: bool = True):
+def check_temperature(temperature: float, action_head: str) -> None:
+    """Raises ValueError unless ``temperature`` is positive, and 1 for heads other than the categorical."""
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be positive")
+    if temperature != 1.0 and action_head != "categorical":
+        raise ValueError(f"temperature={temperature} applies to the categorical action head only, not "
+                         f"action_head={action_head!r}")
+
+
+def sample_actions(predictions: dict, key, noise: bool = True, temperature: float = 1.0):
     """One action per row, drawn from the head's distribution and clipped to [-1, 1] (the tanh head has
     none: its action is returned as it is; the categorical head draws a choice from its softmax).
 
     ``noise=False`` keeps the choice among modes and drops the spread around them: the mixture plays the
-    mean of a component drawn by its weight, the gaussian head its mean.
+    mean of a component drawn by its weight, the gaussian head its mean. ``temperature`` divides the
+    categorical head's logits (below 1 sharper, towards greedy; above 1 flatter); the other heads have
+    none (:func:`check_temperature`).
     """
     if "logits" in predictions and "means" not in predictions:
-        return jax.random.categorical(key, predictions["logits"], axis=-1).astype(jnp.int32)
+        logits = predictions["logits"] if temperature == 1.0 else predictions["logits"] / temperature
+        return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
     if "logits" in predictions:
         component_key, noise_key = jax.random.split(key)
         component = jax.random.categorical(component_key, predictions["logits"], axis=-1)

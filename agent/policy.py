@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from agent.heads import sample_actions
+from agent.heads import check_temperature, sample_actions
 from agent.model import AgenticTransformer
 from agent.sharding import place
 from agent.tokens import STEP_KEYS, decode_window
@@ -44,13 +44,16 @@ class InContextPolicy:
         playing its most likely action; draws use ``fold_in(key(seed), call)``.
       sample_noise: with ``sample``, also draw the spread around the chosen mode (False: the mixture plays
         the mean of a component drawn by its weight).
+      temperature: with ``sample``, the categorical head's logits are divided by it (below 1: sharper).
       seed: the sampling seed.
     """
 
     def __init__(self, model: AgenticTransformer, params, *, num_envs: int, obs_dim: int, episode_length: int,
                  num_trials: int, target_return: float, recompute: bool = False, window: int | None = None,
-                 trial_window: int | None = None, sample: bool = False, sample_noise: bool = True, seed: int = 0):
+                 trial_window: int | None = None, sample: bool = False, sample_noise: bool = True,
+                 temperature: float = 1.0, seed: int = 0):
         cfg = model.config
+        check_temperature(temperature, cfg.action_head)
         if episode_length > cfg.max_timestep:
             raise ValueError(f"episode_length={episode_length} exceeds the model's max_timestep={cfg.max_timestep}")
         self.model, self.params, self.num_envs = model, params, num_envs
@@ -71,7 +74,8 @@ class InContextPolicy:
         tokens = in_context * episode_length * cfg.tokens_per_step
         shards = model.mesh.shape["sp"] if model.mesh is not None else 1
         self.max_tokens = -(-tokens // shards) * shards
-        self.sample, self.sample_noise, self._key, self._calls = sample, sample_noise, jax.random.key(seed), 0
+        self.sample, self.sample_noise, self.temperature = sample, sample_noise, float(temperature)
+        self._key, self._calls = jax.random.key(seed), 0
         self._decode = jax.jit(self._decode_fn, static_argnames=("window",), donate_argnums=(1,))
         self._full = jax.jit(self._full_fn)
         # A call feeds at most tokens_per_step tokens (the previous step's tail and the current step's head);
@@ -89,7 +93,7 @@ class InContextPolicy:
         self._previous = None
 
     def _choose(self, out, key):
-        return sample_actions(out, key, self.sample_noise) if self.sample else out["action"]
+        return sample_actions(out, key, self.sample_noise, self.temperature) if self.sample else out["action"]
 
     def _decode_fn(self, params, cache, inputs, positions, key, *, window):
         out, cache = self.model.apply({"params": params}, inputs, cache=cache, positions=positions, window=window)

@@ -126,6 +126,8 @@ class EvalConfig:
         most likely action.
       sample_noise: with sample, also draw the spread around the chosen mode (False: the mixture plays the
         mean of a component drawn by its weight, choosing among modes without the noise around them).
+      temperature: with sample, divide the categorical head's logits by this (below 1: sharper, towards
+        the most likely action; the other heads take 1 only).
       random_floor: also roll out a uniform random policy on the same environments and report it beside the
         agent (the floor of a hidden-task family).
     """
@@ -140,12 +142,14 @@ class EvalConfig:
     video: bool = False
     sample: bool = False
     sample_noise: bool = True
+    temperature: float = 1.0
     random_floor: bool = False
 
     def __post_init__(self):
         check_counts(self, "num_envs", optional=("num_trials", "context_steps", "context_trials"))
         check_range(self, "target_return", -math.inf, optional=True)
         check_counts(self, "seed", minimum=0)
+        check_range(self, "temperature", 0.0, open_low=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +184,9 @@ class ExperimentConfig:
         if self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0"):
             raise ValueError(f"name={self.name!r} must be one plain directory name (not empty, '.' or '..', no '/'): "
                              f"the run's directory under runs_dir={self.runs_dir!r}")
+        if self.eval.temperature != 1.0 and self.model.action_head != "categorical":
+            raise ValueError(f"eval.temperature={self.eval.temperature} applies to the categorical action head "
+                             f"only, not model.action_head={self.model.action_head!r}")
 
     @property
     def run_dir(self) -> Path:

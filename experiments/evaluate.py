@@ -117,7 +117,7 @@ def model_actor(config: ExperimentConfig, params, model, data: DataSummary) -> A
         return InContextPolicy(model, params, num_envs=num_envs, obs_dim=data.obs_dim, episode_length=episode_length,
                                num_trials=num_trials, target_return=target, window=ev.context_steps,
                                trial_window=ev.context_trials, sample=ev.sample, sample_noise=ev.sample_noise,
-                               seed=ev.seed)
+                               temperature=ev.temperature, seed=ev.seed)
 
     return Actor(make, target)
 
@@ -291,7 +291,7 @@ def override_eval(config: ExperimentConfig, **fields) -> ExperimentConfig:
 def evaluate_run(run_dir: Path, *, checkpoint: Checkpoint = "latest", task: str | None = None,
                  num_envs: int | None = None, num_trials: int | None = None, video: bool = False,
                  target_return: float | None = None, sample_noise: bool | None = None, sample: bool | None = None,
-                 seed: int | None = None, out_dir: Path | None = None) -> dict:
+                 temperature: float | None = None, seed: int | None = None, out_dir: Path | None = None) -> dict:
     """Evaluates a checkpoint of ``run_dir`` (``RunDir.restore``: "latest", "best" or a step) from its files
     alone, on its own task or ``task`` (another of its family), and writes the reports to ``out_dir``
     (default: ``run_dir``, replacing its earlier evaluation)."""
@@ -300,7 +300,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: Checkpoint = "latest", task: str 
     model, _, state, step = run.restore(config, checkpoint)
     config = override_eval(on_task(config, task, run.data()), num_envs=num_envs, num_trials=num_trials,
                            video=video or None, target_return=target_return, sample_noise=sample_noise,
-                           sample=sample, seed=seed)
+                           sample=sample, temperature=temperature, seed=seed)
     return evaluate(config, state.params, model, run.data(), report_dir(run, out_dir), extra=run.provenance(step))
 
 
@@ -322,6 +322,8 @@ class EvaluateCommand:
         own; False plays the chosen component's mean).
       sample: draw actions from the head's distribution (True) or play the most likely one (False: greedy;
         default: the run's own).
+      temperature: with sampling, divide the categorical head's logits by this (below 1: sharper; default:
+        the run's own).
       seed: the environments' seed (their hidden tasks too) and the sampling seed (default: the run's own).
       out: write the reports here instead of into the run directory.
       distributed: several processes as one JAX runtime (as in experiments.train).
@@ -336,6 +338,7 @@ class EvaluateCommand:
     target_return: float | None = None
     sample_noise: bool | None = None
     sample: bool | None = None
+    temperature: float | None = None
     seed: int | None = None
     out: Path | None = None
     distributed: DistributedArgs = DistributedArgs()
@@ -347,7 +350,8 @@ def main(argv=None) -> int:
         args.distributed.initialize()
         result = evaluate_run(args.run, checkpoint=args.checkpoint, task=args.task, num_envs=args.num_envs,
                               num_trials=args.num_trials, video=args.video, target_return=args.target_return,
-                              sample_noise=args.sample_noise, sample=args.sample, seed=args.seed, out_dir=args.out)
+                              sample_noise=args.sample_noise, sample=args.sample, temperature=args.temperature,
+                              seed=args.seed, out_dir=args.out)
     except EXPECTED_ERRORS as error:
         return fail(error)
     print(markdown_table(result))

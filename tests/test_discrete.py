@@ -8,7 +8,7 @@ import pytest
 
 import datasets
 from agent.config import preset
-from agent.heads import per_step_loss, sample_actions
+from agent.heads import check_temperature, per_step_loss, sample_actions
 from agent.model import AgenticTransformer
 from agent.policy import InContextPolicy, UniformRandomPolicy
 from agent.tokens import step_inputs
@@ -106,6 +106,28 @@ def test_categorical_head_loss_and_sampling():
     assert draws.dtype == jnp.int32
     floor = UniformRandomPolicy(6, 1, seed=0, num_actions=NUM_ACTIONS).act(None)
     assert floor.dtype == np.int32 and floor.min() >= 0 and floor.max() < NUM_ACTIONS
+
+
+def test_sampling_temperature_tempers_the_categorical_head():
+    # Temperature T draws from softmax(logits / T): p^(1/T), renormalised. T = 0.5 squares the probabilities.
+    logits = jnp.log(jnp.array([[0.1, 0.2, 0.7]]))
+    predictions = {"action": jnp.argmax(logits, -1), "logits": logits}
+    keys = jax.random.split(jax.random.key(1), 4000)
+    for temperature, expected in ((0.5, np.array([0.01, 0.04, 0.49]) / 0.54), (2.0, np.sqrt([0.1, 0.2, 0.7]))):
+        draws = jax.vmap(lambda k, t=temperature: sample_actions(predictions, k, temperature=t))(keys)
+        frequency = np.bincount(np.asarray(draws[:, 0]), minlength=3) / 4000
+        np.testing.assert_allclose(frequency, expected / expected.sum(), atol=0.03)
+    same = jax.vmap(lambda k: sample_actions(predictions, k, temperature=1.0))(keys[:50])
+    np.testing.assert_array_equal(same, jax.vmap(lambda k: sample_actions(predictions, k))(keys[:50]))
+    for bad, head, match in ((0.0, "categorical", "positive"), (0.5, "gaussian", "categorical action head only")):
+        with pytest.raises(ValueError, match=match):
+            check_temperature(bad, head)
+    from experiments.config import EvalConfig, ExperimentConfig
+
+    with pytest.raises(ValueError, match="EvalConfig.temperature"):
+        EvalConfig(temperature=-1.0)
+    with pytest.raises(ValueError, match="eval.temperature=0.5 applies to the categorical action head only"):
+        ExperimentConfig(eval=EvalConfig(temperature=0.5))
 
 
 def _batch():
