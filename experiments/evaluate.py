@@ -198,6 +198,7 @@ def rollout(config: ExperimentConfig, actor: Actor, data: DataSummary, *, record
         "normalized": _normalized(config.data.task, returns),
         "dataset_median_return": data.median_return,
         "dataset_max_return": data.max_return,
+        "dataset_best_policy_return": data.best_policy_return,
         "per_trial_success_rate": succeeded.mean(axis=1).tolist() if hidden else None,
         # Each environment's hidden task and success per trial, for the breakdown by task
         # (experiments.analysis.per_task).

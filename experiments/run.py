@@ -55,6 +55,9 @@ class DataSummary:
       episodes: number of episodes.
       median_return, max_return, mean_return: episode return statistics.
       discrete: the actions are integer choices (their number is the task's ``envs.TaskSpec.num_actions``).
+      best_policy_return: the best policy in the data, where episodes come in histories (a learner's, a
+        demonstrator's): the highest mean return at one episode index over the histories (their n-th
+        episodes, for the best n); None without histories (:func:`best_policy_return`).
       fingerprint: a hash of every episode's length and return, in order: a resume on other data is seen
         even where the counts and statistics agree ("" in runs made before it was recorded).
     """
@@ -68,6 +71,7 @@ class DataSummary:
     mean_return: float
     discrete: bool = False
     fingerprint: str = ""
+    best_policy_return: float | None = None
 
     @classmethod
     def of(cls, trajectories) -> DataSummary:
@@ -78,14 +82,36 @@ class DataSummary:
                    longest_episode=int(lengths.max()), episodes=len(trajectories),
                    median_return=float(np.median(returns)), max_return=float(returns.max()),
                    mean_return=float(returns.mean()), discrete=bool(trajectories[0].discrete),
-                   fingerprint=fingerprint)
+                   fingerprint=fingerprint, best_policy_return=best_policy_return(trajectories))
 
     def same_data(self, other: DataSummary) -> bool:
         """Whether ``other`` summarises the same episodes (by the statistics alone where either lacks a
         fingerprint)."""
         if self.fingerprint and other.fingerprint:
             return self.fingerprint == other.fingerprint
-        return dataclasses.replace(self, fingerprint="") == dataclasses.replace(other, fingerprint="")
+        unrecorded = dict(fingerprint="", best_policy_return=None)  # figures older runs did not record
+        return dataclasses.replace(self, **unrecorded) == dataclasses.replace(other, **unrecorded)
+
+
+def best_policy_return(trajectories) -> float | None:
+    """The best policy in a dataset of histories: the episodes of each history (``Trajectory.history``) in
+    their dataset order, the mean return over histories at every episode index, and the highest of those
+    means (an index that fewer than half the histories reach does not count). None where an episode has
+    no history or every history is one episode long (no policy sequence to speak of)."""
+    if any(t.history is None for t in trajectories):
+        return None
+    by_history: dict[int, list[float]] = {}
+    for t in trajectories:
+        by_history.setdefault(t.history, []).append(float(t.total_return))
+    longest = max(len(r) for r in by_history.values())
+    if longest < 2:
+        return None
+    means = []
+    for index in range(longest):
+        at = [r[index] for r in by_history.values() if len(r) > index]
+        if 2 * len(at) >= len(by_history):
+            means.append(float(np.mean(at)))
+    return max(means)
 
 
 def report_dir(run: RunDir, out: str | os.PathLike | None) -> RunDir:

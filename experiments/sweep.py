@@ -146,9 +146,25 @@ def run_sweep(base: ExperimentConfig, name: str, trajectories: list[int], seeds:
                      "per_trial_mean_return": result["per_trial_mean_return"],
                      "per_trial_success_rate": result.get("per_trial_success_rate"),
                      "dataset_median_return": result["dataset_median_return"],
-                     "dataset_max_return": result["dataset_max_return"], **seconds})
+                     "dataset_max_return": result["dataset_max_return"],
+                     "dataset_best_policy_return": _best_policy(config, result, episodes),
+                     "oracle_return": result.get("oracle_return"), **seconds})
     write_tables(root, rows)
     return rows
+
+
+def _best_policy(config: ExperimentConfig, result: dict, episodes: dict) -> float | None:
+    """The best policy in the cell's data (``experiments.run.best_policy_return``): from its evaluation, or
+    from the data itself for cells evaluated before evaluations recorded it (the random floor has none)."""
+    if "dataset_best_policy_return" in result or config.name.startswith("random"):
+        return result.get("dataset_best_policy_return")
+    if config.data not in episodes:
+        from experiments.pipeline import load_episodes
+
+        episodes[config.data] = load_episodes(config.data)
+    from experiments.run import best_policy_return
+
+    return best_policy_return(episodes[config.data])
 
 
 def _run_cell(config: ExperimentConfig, run: RunDir, episodes, quiet: bool) -> dict:

@@ -1,7 +1,9 @@
 """The context sweep: which cells it trains, with what compute, and its tables from a tiny end-to-end run."""
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from experiments import sweep
@@ -96,3 +98,27 @@ def test_tiny_sweep_writes_tables_and_resumes(tmp_path):
 def test_oracle_and_random_need_a_hidden_task():
     with pytest.raises(ValueError, match=r"methods \['random'\] need a hidden-task family; 'cartpole_swingup'"):
         sweep.cell_configs(get_preset("tiny"), [2], [0], 10, 250, methods=("at", "random"))
+
+
+def test_best_policy_in_the_data_and_the_reference_lines():
+    from datasets import Trajectory
+    from experiments.reports.sweep import references
+    from experiments.run import DataSummary, best_policy_return
+
+    def episode(reward, history):
+        return Trajectory(np.zeros((2, 1), np.float32), np.zeros((2, 1), np.float32),
+                          np.array([0.0, reward], np.float32), np.zeros(2, bool), np.array([False, True]),
+                          history=history)
+
+    # Two histories of 3 episodes and one of 1 (read in dataset order, interleaved): index means 1.0, 3.0,
+    # 4.0 (the third index, which 2 of the 3 histories reach); the best policy is the third episode's.
+    returns = {0: [1.0, 2.0, 5.0], 1: [0.0, 4.0, 3.0], 2: [2.0]}
+    data = [episode(r, h) for i in range(3) for h, rs in returns.items() if i < len(rs) for r in [rs[i]]]
+    assert best_policy_return(data) == 4.0 and DataSummary.of(data).best_policy_return == 4.0
+    assert best_policy_return([episode(1.0, None), episode(2.0, 0)]) is None  # an episode with no history
+    assert best_policy_return([episode(1.0, h) for h in range(3)]) is None  # no history longer than one episode
+    assert DataSummary.of(data).same_data(dataclasses.replace(DataSummary.of(data), best_policy_return=None))
+    rows = [{"method": "dt", "oracle_return": 16.0, "dataset_best_policy_return": None},
+            {"method": "at_k4", "oracle_return": 15.0, "dataset_best_policy_return": 7.5}]
+    assert references(rows) == {"oracle (exact)": 15.5, "best policy in the data": 7.5}
+    assert references([{"method": "dt"}]) == {}

@@ -36,6 +36,9 @@ def markdown_table(result: dict) -> str:
               f"| best of n trials (mean over environments) | {result['best_of_n_mean_return']:.1f} |",
               f"| dataset median episode | {result['dataset_median_return']:.1f} |",
               f"| dataset best episode | {result['dataset_max_return']:.1f} |"]
+    if result.get("dataset_best_policy_return") is not None:
+        lines.append(f"| best policy in the data (its best episode index, mean over histories) | "
+                     f"{result['dataset_best_policy_return']:.2f} |")
     if result.get("normalized"):
         lines.append(f"| last trial, D4RL normalised | {result['normalized']['last_trial_mean']:.1f} |")
     if floor := result.get("random_floor"):
@@ -72,6 +75,9 @@ def plot(path: Path, result: dict) -> None:
     ax.plot(trials, result["per_trial_mean_return"], marker="o", label="agent (mean over environments)")
     ax.axhline(result["dataset_median_return"], color="gray", linestyle="--", label="dataset median")
     ax.axhline(result["dataset_max_return"], color="black", linestyle=":", label="dataset best")
+    if result.get("dataset_best_policy_return") is not None:
+        ax.axhline(result["dataset_best_policy_return"], color="tab:olive", linestyle="--",
+                   label="best policy in the data")
     if result.get("oracle_return") is not None:
         ax.axhline(result["oracle_return"], color="tab:green", linestyle="-.", label="oracle (exact)")
     if floor := result.get("random_floor"):

@@ -3,8 +3,9 @@ and plots.
 
 ``write_tables`` writes ``sweep.md`` (the paper's Table 5 shape, then per-trial returns and, on hidden-task
 families, per-trial success rates), ``sweep.csv``, ``cells.json``, ``sweep.png`` (return against
-trajectories in context) and ``trials.png`` (return against trial); ``compare`` lays one method of several
-finished sweeps side by side (an ablation table).
+trajectories in context) and ``trials.png`` (return against trial), each with the reference lines the
+cells know (the oracle, the best policy in the data; the random floor is a cell of its own); ``compare``
+lays one method of several finished sweeps side by side (an ablation table).
 """
 
 from __future__ import annotations
@@ -71,12 +72,28 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
+def references(rows: list[dict]) -> dict[str, float]:
+    """The lines every result is read against, where the cells know them: the oracle's return on the
+    evaluated tasks (exact) and the best policy in the data (``experiments.run.best_policy_return``; read
+    from an in-context cell, whose data is the whole dataset), by label."""
+    lines = {}
+    oracle = [r["oracle_return"] for r in rows if r.get("oracle_return") is not None]
+    if oracle:
+        lines["oracle (exact)"] = float(np.mean(oracle))
+    best = [r["dataset_best_policy_return"] for r in sorted(rows, key=lambda r: not in_context_family(r["method"]))
+            if r.get("dataset_best_policy_return") is not None]
+    if best:
+        lines["best policy in the data"] = best[0]
+    return lines
+
+
 def markdown(rows: list[dict]) -> str:
     summary = aggregate(rows)
     first = rows[0]
     digits = 1 if first["dataset_max_return"] >= 100 else 2  # cartpole's hundreds; point_nav's units
-    lines = [f"Dataset: median return {first['dataset_median_return']:.1f}, best {first['dataset_max_return']:.1f}. "
-             "Mean ± standard deviation over seeds of each seed's mean over the evaluation environments. "
+    lines_at = "".join(f" {name[0].upper()}{name[1:]}: {value:.{digits}f}." for name, value in references(rows).items())
+    lines = [f"Dataset: median return {first['dataset_median_return']:.1f}, best {first['dataset_max_return']:.1f}."
+             f"{lines_at} Mean ± standard deviation over seeds of each seed's mean over the evaluation environments. "
              "Last trial: the return of the final trial. Best of n: each environment's best trial, n = trials. "
              "DT, BC-10%, oracle and random trials are independent (empty context each time).", "",
              "| method | trajectories in context | steps per batch | seeds | trials (n) | first trial | last trial "
@@ -121,10 +138,10 @@ def write_tables(root: RunDir, rows: list[dict]) -> None:
     root.write_text("sweep.csv", buffer.getvalue())
     root.write_json("cells.json", rows)
     root.write_text("sweep.md", markdown(rows))
-    _plot(root, summary)
+    _plot(root, summary, rows)
 
 
-def _plot(root: RunDir, summary: list[dict]) -> None:
+def _plot(root: RunDir, summary: list[dict], rows: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,8 +149,11 @@ def _plot(root: RunDir, summary: list[dict]) -> None:
 
     at = [e for e in summary if in_context_family(e["method"])]
     baselines = [e for e in summary if not in_context_family(e["method"])]
+    reference_lines = references(rows)
 
     def save(fig, ax, xlabel: str, name: str) -> None:
+        for (text, value), style in zip(reference_lines.items(), REFERENCE_STYLES):
+            ax.axhline(value, label=text, **style)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("return")
         ax.legend(fontsize=7)
@@ -170,6 +190,8 @@ def _plot(root: RunDir, summary: list[dict]) -> None:
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+REFERENCE_STYLES = (dict(color="tab:green", linestyle="-.", linewidth=1.2),  # oracle
+                    dict(color="tab:olive", linestyle=(0, (2, 2)), linewidth=1.2))  # best policy in the data
 LINESTYLES = ("-", "--", "-.", (0, (5, 1, 1, 1)))
 TRIAL_OFFSET = 0.06  # trials between neighbouring curves' points
 
