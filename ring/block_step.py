@@ -131,12 +131,13 @@ class PallasStep:
     causal: bool
     tiles: object  # ring.pallas_tiles.Tiles
     interpret: bool = False
+    window: int | None = None  # sliding window (causal only), as XlaStep's
 
     def _kernels(self, q):
         from ring import pallas_kernel
 
         static = dict(causal=self.causal, scale=1.0 / math.sqrt(q.shape[-1]), tiles=self.tiles,
-                      interpret=self.interpret)
+                      interpret=self.interpret, window=self.window)
         return (functools.partial(pallas_kernel.forward, **static), functools.partial(pallas_kernel.backward, **static),
                 pallas_kernel.merge)
 

@@ -26,7 +26,7 @@ every block's share of the gradient is independent of the others. :func:`backwar
 program per key tile accumulates dk, dv over the query tiles (and over the query heads of a K/V group, so
 grouped-query attention needs no atomics), one program per query tile accumulates dq over the key tiles.
 
-Masks come from global positions and segment ids; which tiles each program visits, and which of them
+Masks come from global positions, the sliding window and segment ids; which tiles each program visits, and which of them
 need a mask at all, is decided outside the kernels (:mod:`ring.pallas_tiles`): fully masked tiles are
 never visited, fully visible ones are computed without any mask work.
 """
@@ -71,11 +71,14 @@ def _dot(a, b, contract=(1, 0)):
                            preferred_element_type=F32)
 
 
-def _tile_mask(q_pos, k_pos, q_seg, k_seg, causal: bool):
-    """Boolean [tq, tk]: which pairs of a tile may attend (causal by global position, equal segments)."""
+def _tile_mask(q_pos, k_pos, q_seg, k_seg, causal: bool, window: int | None):
+    """Boolean [tq, tk]: which pairs of a tile may attend (causal by global position, within the sliding
+    window, equal segments)."""
     mask = None
     if causal:
         mask = q_pos[:, None] >= k_pos[None, :]
+    if window is not None:
+        mask &= q_pos[:, None] - k_pos[None, :] < window
     if q_seg is not None:
         same = q_seg[:, None] == k_seg[None, :]
         mask = same if mask is None else mask & same
@@ -86,7 +89,16 @@ def _tile_mask(q_pos, k_pos, q_seg, k_seg, causal: bool):
 # Forward.
 
 
-def _forward_kernel(*refs, causal, scale, block_k, has_seg):  # scale: of the scores, times log2(e)
+def _loops(bounds_ref, body, masked: bool, carry):
+    """The three runs of a program's loop (:func:`ring.pallas_tiles.tile_bounds`): masked, unmasked,
+    masked."""
+    lo, full_lo, full_hi, hi = bounds_ref[0], bounds_ref[1], bounds_ref[2], bounds_ref[3]
+    carry = lax.fori_loop(lo, full_lo, body(masked), carry)
+    carry = lax.fori_loop(full_lo, full_hi, body(False), carry)
+    return lax.fori_loop(full_hi, hi, body(masked), carry)
+
+
+def _forward_kernel(*refs, causal, scale, block_k, has_seg, window):  # scale: of the scores, times log2(e)
     if has_seg:
         q_ref, k_ref, v_ref, qpos_ref, kpos_ref, bounds_ref, qseg_ref, kseg_ref, o_ref, lse_ref = refs
         q_seg = qseg_ref[...]
@@ -103,7 +115,7 @@ def _forward_kernel(*refs, causal, scale, block_k, has_seg):  # scale: of the sc
             keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
             s = _dot(q, k_ref[keys, :], (1, 1)) * scale  # [tq, tk] float32, base 2
             if masked:
-                mask = _tile_mask(q_pos, kpos_ref[keys], q_seg, kseg_ref[keys] if has_seg else None, causal)
+                mask = _tile_mask(q_pos, kpos_ref[keys], q_seg, kseg_ref[keys] if has_seg else None, causal, window)
                 s = jnp.where(mask, s, -jnp.inf)
             m_new = jnp.maximum(m, jnp.max(s, axis=1))
             # A row may have met no key yet (max -inf): shift it by 0 so that exp gives 0, not NaN.
@@ -117,9 +129,7 @@ def _forward_kernel(*refs, causal, scale, block_k, has_seg):  # scale: of the sc
         return run
 
     carry = (jnp.zeros((tq, head_dim), F32), jnp.full((tq,), -jnp.inf, F32), jnp.zeros((tq,), F32))
-    full_end, end = bounds_ref[0], bounds_ref[1]
-    carry = lax.fori_loop(0, full_end, body(False), carry)
-    o, m, l = lax.fori_loop(full_end, end, body(causal or has_seg), carry)
+    o, m, l = _loops(bounds_ref, body, causal or has_seg, carry)
     empty = l == 0.0  # a query that no key of this block may attend to: output 0, lse -inf
     l_safe = jnp.where(empty, 1.0, l)
     o_ref[...] = (o / l_safe[:, None]).astype(o_ref.dtype)
@@ -127,7 +137,7 @@ def _forward_kernel(*refs, causal, scale, block_k, has_seg):  # scale: of the sc
 
 
 def forward(q, k, v, q_pos, k_pos, q_seg=None, k_seg=None, *, causal: bool, scale: float, tiles: Tiles,
-            out_dtype=None, interpret: bool = False):
+            out_dtype=None, interpret: bool = False, window: int | None = None):
     """One query block against one K/V block: the normalised partial output and its log-sum-exp.
 
     Args:
@@ -139,6 +149,8 @@ def forward(q, k, v, q_pos, k_pos, q_seg=None, k_seg=None, *, causal: bool, scal
       tiles: from :func:`ring.pallas_tiles.default_tiles`; block_q, block_k must divide q_len, k_len.
       out_dtype: dtype of the partial output (q's by default; float32 to merge partials exactly).
       interpret: run the kernel through the Pallas interpreter (any backend) instead of Triton.
+      window: with ``causal``, a sliding window: query i attends to keys j with i - window < j <= i; tiles
+        wholly outside it are not visited.
 
     Returns:
       out [b, q_len, q_heads, d] and float32 lse [b, q_heads, q_len]; rows with no key: 0 and -inf.
@@ -148,7 +160,7 @@ def forward(q, k, v, q_pos, k_pos, q_seg=None, k_seg=None, *, causal: bool, scal
     groups = q_heads // kv_heads
     tq, tk = tiles.block_q, tiles.block_k
     has_seg = q_seg is not None
-    q_bounds, _ = tile_bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg)
+    q_bounds, _ = tile_bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg, window=window)
     order = query_tile_order(q_len // tq, causal)
     grid = (q_len // tq, batch, q_heads)  # the first axis varies fastest on launch: a head's tiles run together
     in_specs = [
@@ -157,14 +169,15 @@ def forward(q, k, v, q_pos, k_pos, q_seg=None, k_seg=None, *, causal: bool, scal
         pl.BlockSpec((None, k_len, None, head_dim), lambda i, b, h: (b, 0, h // groups, 0)),
         pl.BlockSpec((tq,), lambda i, b, h: (order(i),)),
         pl.BlockSpec((k_len,), lambda i, b, h: (0,)),
-        pl.BlockSpec((None, 2), lambda i, b, h: (order(i), 0)),
+        pl.BlockSpec((None, 4), lambda i, b, h: (order(i), 0)),
     ]
     args = [q, k, v, q_pos.astype(jnp.int32), k_pos.astype(jnp.int32), q_bounds]
     if has_seg:
         in_specs += [pl.BlockSpec((None, tq), lambda i, b, h: (b, order(i))),
                      pl.BlockSpec((None, k_len), lambda i, b, h: (b, 0))]
         args += [q_seg, k_seg]
-    kernel = functools.partial(_forward_kernel, causal=causal, scale=scale * LOG2E, block_k=tk, has_seg=has_seg)
+    kernel = functools.partial(_forward_kernel, causal=causal, scale=scale * LOG2E, block_k=tk, has_seg=has_seg,
+                               window=window)
     return pl.pallas_call(
         kernel,
         grid=grid,
@@ -201,7 +214,7 @@ def merge(out_a, lse_a, out_b, lse_b):
 # Backward.
 
 
-def _dkdv_kernel(*refs, causal, scale, block_q, groups, has_seg):
+def _dkdv_kernel(*refs, causal, scale, block_q, groups, has_seg, window):
     if has_seg:
         (q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qpos_ref, kpos_ref, bounds_ref, qseg_ref, kseg_ref,
          dk_ref, dv_ref) = refs
@@ -211,8 +224,6 @@ def _dkdv_kernel(*refs, causal, scale, block_q, groups, has_seg):
         k_seg = None
     k, v = k_ref[...], v_ref[...]  # [tk, d]
     k_pos = kpos_ref[...]
-    start, full_start = bounds_ref[0], bounds_ref[1]
-    nq = q_ref.shape[0] // block_q
 
     def head(g, carry):
         def body(masked):
@@ -223,7 +234,8 @@ def _dkdv_kernel(*refs, causal, scale, block_q, groups, has_seg):
                 lse = lse_ref[g, rows][:, None] * LOG2E
                 p = jnp.exp2(_dot(q, k, (1, 1)) * (scale * LOG2E) - lse)  # [tq, tk]
                 if masked:
-                    mask = _tile_mask(qpos_ref[rows], k_pos, qseg_ref[rows] if has_seg else None, k_seg, causal)
+                    mask = _tile_mask(qpos_ref[rows], k_pos, qseg_ref[rows] if has_seg else None, k_seg, causal,
+                                      window)
                     p = jnp.where(mask, p, 0.0)
                 dv = dv + _dot(p.astype(do.dtype), do, (0, 0))
                 ds = p * (_dot(do, v, (1, 1)) - delta_ref[g, rows][:, None])
@@ -231,8 +243,7 @@ def _dkdv_kernel(*refs, causal, scale, block_q, groups, has_seg):
 
             return run
 
-        carry = lax.fori_loop(start, full_start, body(causal or has_seg), carry)
-        return lax.fori_loop(full_start, nq, body(False), carry)
+        return _loops(bounds_ref, body, causal or has_seg, carry)
 
     zeros = jnp.zeros(k.shape, F32)
     dk, dv = lax.fori_loop(0, groups, head, (zeros, zeros))
@@ -240,7 +251,7 @@ def _dkdv_kernel(*refs, causal, scale, block_q, groups, has_seg):
     dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
-def _dq_kernel(*refs, causal, scale, block_k, has_seg):
+def _dq_kernel(*refs, causal, scale, block_k, has_seg, window):
     if has_seg:
         (q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qpos_ref, kpos_ref, bounds_ref, qseg_ref, kseg_ref,
          dq_ref) = refs
@@ -257,21 +268,19 @@ def _dq_kernel(*refs, causal, scale, block_k, has_seg):
             k, v = k_ref[keys, :], v_ref[keys, :]
             p = jnp.exp2(_dot(q, k, (1, 1)) * (scale * LOG2E) - lse)
             if masked:
-                mask = _tile_mask(q_pos, kpos_ref[keys], q_seg, kseg_ref[keys] if has_seg else None, causal)
+                mask = _tile_mask(q_pos, kpos_ref[keys], q_seg, kseg_ref[keys] if has_seg else None, causal, window)
                 p = jnp.where(mask, p, 0.0)
             ds = p * (_dot(do, v, (1, 1)) - delta)
             return dq + _dot(ds.astype(k.dtype), k)
 
         return run
 
-    full_end, end = bounds_ref[0], bounds_ref[1]
-    dq = lax.fori_loop(0, full_end, body(False), jnp.zeros(q.shape, F32))
-    dq = lax.fori_loop(full_end, end, body(causal or has_seg), dq)
+    dq = _loops(bounds_ref, body, causal or has_seg, jnp.zeros(q.shape, F32))
     dq_ref[...] = (dq * scale).astype(dq_ref.dtype)
 
 
 def backward(q, k, v, do, lse, delta, q_pos, k_pos, q_seg=None, k_seg=None, *, causal: bool, scale: float,
-             tiles: Tiles, dq_dtype=F32, dkv_dtype=F32, interpret: bool = False):
+             tiles: Tiles, dq_dtype=F32, dkv_dtype=F32, interpret: bool = False, window: int | None = None):
     """This K/V block's share of the attention gradients, from the ring's global statistics.
 
     Args:
@@ -279,7 +288,7 @@ def backward(q, k, v, do, lse, delta, q_pos, k_pos, q_seg=None, k_seg=None, *, c
       lse: float32 [b, q_heads, q_len], the log-sum-exp over *all* keys of the ring; rows with no key must
         hold a finite value (their probabilities are masked to 0 anyway).
       delta: float32 [b, q_heads, q_len], rowsum(do * out) with the ring's final output.
-      q_pos, k_pos, q_seg, k_seg, causal, scale, interpret: as in :func:`forward`.
+      q_pos, k_pos, q_seg, k_seg, causal, scale, interpret, window: as in :func:`forward`.
       tiles: from :func:`ring.pallas_tiles.default_tiles`; the dkdv_* and dq_* tiles must divide the blocks.
       dq_dtype, dkv_dtype: output dtypes (float32 for accumulation over a ring).
 
@@ -295,20 +304,21 @@ def backward(q, k, v, do, lse, delta, q_pos, k_pos, q_seg=None, k_seg=None, *, c
 
     # dK, dV: one program per (batch, K/V head, key tile); the group's query heads are looped inside.
     tq, tk = tiles.dkdv_q, tiles.dkdv_k
-    _, k_bounds = tile_bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg)
+    _, k_bounds = tile_bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg, window=window)
     whole_q = pl.BlockSpec((None, q_len, groups, head_dim), lambda j, b, h: (b, 0, h, 0))
     whole_stat = pl.BlockSpec((None, groups, q_len), lambda j, b, h: (b, h, 0))
     key_tile = pl.BlockSpec((None, tk, None, head_dim), lambda j, b, h: (b, j, h, 0))
     in_specs = [whole_q, key_tile, key_tile, whole_q, whole_stat, whole_stat,
                 pl.BlockSpec((q_len,), lambda j, b, h: (0,)), pl.BlockSpec((tk,), lambda j, b, h: (j,)),
-                pl.BlockSpec((None, 2), lambda j, b, h: (j, 0))]
+                pl.BlockSpec((None, 4), lambda j, b, h: (j, 0))]
     args = [q, k, v, do, lse, delta, q_pos, k_pos, k_bounds]
     if has_seg:
         in_specs += [pl.BlockSpec((None, q_len), lambda j, b, h: (b, 0)),
                      pl.BlockSpec((None, tk), lambda j, b, h: (b, j))]
         args += [q_seg, k_seg]
     dk, dv = pl.pallas_call(
-        functools.partial(_dkdv_kernel, causal=causal, scale=scale, block_q=tq, groups=groups, has_seg=has_seg),
+        functools.partial(_dkdv_kernel, causal=causal, scale=scale, block_q=tq, groups=groups, has_seg=has_seg,
+                          window=window),
         grid=(k_len // tk, batch, kv_heads),
         in_specs=in_specs,
         out_specs=[key_tile, key_tile],
@@ -320,21 +330,21 @@ def backward(q, k, v, do, lse, delta, q_pos, k_pos, q_seg=None, k_seg=None, *, c
 
     # dQ: one program per (batch, query head, query tile), looping over the key tiles.
     tq, tk = tiles.dq_q, tiles.dq_k
-    q_bounds, _ = tile_bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg)
+    q_bounds, _ = tile_bounds(q_pos, k_pos, tq, tk, causal=causal, segments=has_seg, window=window)
     order = query_tile_order(q_len // tq, causal)
     query_tile = pl.BlockSpec((None, tq, None, head_dim), lambda i, b, h: (b, order(i), h, 0))
     whole_k = pl.BlockSpec((None, k_len, None, head_dim), lambda i, b, h: (b, 0, h // groups, 0))
     stat_tile = pl.BlockSpec((None, None, tq), lambda i, b, h: (b, h, order(i)))
     in_specs = [query_tile, whole_k, whole_k, query_tile, stat_tile, stat_tile,
                 pl.BlockSpec((tq,), lambda i, b, h: (order(i),)), pl.BlockSpec((k_len,), lambda i, b, h: (0,)),
-                pl.BlockSpec((None, 2), lambda i, b, h: (order(i), 0))]
+                pl.BlockSpec((None, 4), lambda i, b, h: (order(i), 0))]
     args = [q, k, v, do, lse, delta, q_pos, k_pos, q_bounds]
     if has_seg:
         in_specs += [pl.BlockSpec((None, tq), lambda i, b, h: (b, order(i))),
                      pl.BlockSpec((None, k_len), lambda i, b, h: (b, 0))]
         args += [q_seg, k_seg]
     dq = pl.pallas_call(
-        functools.partial(_dq_kernel, causal=causal, scale=scale, block_k=tk, has_seg=has_seg),
+        functools.partial(_dq_kernel, causal=causal, scale=scale, block_k=tk, has_seg=has_seg, window=window),
         grid=(q_len // tq, batch, q_heads),
         in_specs=in_specs,
         out_specs=query_tile,

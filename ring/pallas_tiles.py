@@ -3,11 +3,12 @@ loop bounds from global token positions (all decided outside the kernels, in Pyt
 
 Masks are built from positions, never from tile indices: zigzag and striped blocks hold non-contiguous
 tokens. :func:`tile_bounds` summarises each tile's position range and turns it into loop bounds per tile:
-which tiles are FULL (every pair attends: no mask work), MASKED (the causal diagonal; every tile when
-segment ids are given) or SKIPPED (the causal mask empties it: never visited). Ring positions increase
-within a block, so these are three contiguous runs and each program runs at most two loops, the unmasked
-one without any ``where``. The bounds are exact for any positions: a run is FULL only when every tile in
-it is, and anything between the runs is computed masked.
+which tiles are FULL (every pair attends: no mask work), MASKED (the causal diagonal, a sliding window's
+far edge; every tile when segment ids are given) or SKIPPED (the mask empties it: never visited). Ring
+positions increase within a block, so these are at most five contiguous runs (skipped, masked, full,
+masked, skipped) and each program runs at most three loops, the unmasked one without any ``where``. The
+bounds are exact for any positions: a run is FULL only when every tile in it is, and anything else
+between the first and the last tile to visit is computed masked.
 """
 
 from __future__ import annotations
@@ -105,14 +106,15 @@ def _tile_ranges(pos, tile: int):
     return jnp.min(tiles, axis=1), jnp.max(tiles, axis=1)
 
 
-def tile_bounds(q_pos, k_pos, tq: int, tk: int, *, causal: bool, segments: bool):
+def tile_bounds(q_pos, k_pos, tq: int, tk: int, *, causal: bool, segments: bool, window: int | None = None):
     """Loop bounds of both loop directions for query tiles of ``tq`` and key tiles of ``tk``.
 
+    ``window`` (with ``causal``): a sliding window, query i attending to keys j with i - window < j <= i.
+
     Returns:
-      int32 [nq, 2]: per query tile ``(full_end, end)``: key tiles [0, full_end) unmasked, [full_end, end)
-        masked, the rest skipped.
-      int32 [nk, 2]: per key tile ``(start, full_start)``: query tiles before ``start`` skipped,
-        [start, full_start) masked, [full_start, nq) unmasked.
+      int32 [nq, 4]: per query tile ``(lo, full_lo, full_hi, hi)`` over the key tiles: [lo, full_lo)
+        masked, [full_lo, full_hi) unmasked, [full_hi, hi) masked, the rest skipped.
+      int32 [nk, 4]: the same per key tile, over the query tiles.
     """
     q_lo, q_hi = _tile_ranges(q_pos, tq)
     k_lo, k_hi = _tile_ranges(k_pos, tk)
@@ -123,14 +125,22 @@ def tile_bounds(q_pos, k_pos, tq: int, tk: int, *, causal: bool, segments: bool)
     else:
         may = jnp.ones((nq, nk), bool)
         full = jnp.full((nq, nk), not segments)
-    k_idx, q_idx = jnp.arange(nk, dtype=jnp.int32), jnp.arange(nq, dtype=jnp.int32)
-    end = jnp.max(jnp.where(may, k_idx[None, :] + 1, 0), axis=1)  # one past the last tile to visit
-    full_end = jnp.minimum(jnp.sum(jnp.cumprod(full, axis=1), axis=1), end)  # leading run of full tiles
-    start = jnp.min(jnp.where(may, q_idx[:, None], nq), axis=0)  # first query tile to visit
-    trailing = jnp.sum(jnp.cumprod(full[::-1], axis=0), axis=0)  # trailing run of full tiles
-    full_start = jnp.maximum(nq - trailing, start)
-    return (jnp.stack([full_end, end], axis=1).astype(jnp.int32),
-            jnp.stack([start, full_start], axis=1).astype(jnp.int32))
+    if window is not None:
+        may &= q_lo[:, None] - k_hi[None, :] < window
+        full &= q_hi[:, None] - k_lo[None, :] < window
+    return _runs(may, full), _runs(may.T, full.T)
+
+
+def _runs(may, full):
+    """Per row: ``(lo, full_lo, full_hi, hi)``, the first and one past the last column that some pair of
+    may attend to, and within them the first run of columns where every pair does."""
+    n = may.shape[1]
+    idx = jnp.arange(n, dtype=jnp.int32)[None, :]
+    lo = jnp.min(jnp.where(may, idx, n), axis=1)
+    hi = jnp.maximum(jnp.max(jnp.where(may, idx + 1, 0), axis=1), lo)  # nothing to visit: lo = hi = n
+    full_lo = jnp.min(jnp.where(full, idx, hi[:, None]), axis=1)  # no full column: the run is empty at hi
+    full_hi = jnp.sum(jnp.cumprod(full | (idx < full_lo[:, None]), axis=1), axis=1)  # the run's end
+    return jnp.stack([lo, full_lo, full_hi, hi], axis=1).astype(jnp.int32)
 
 
 def query_tile_order(num_tiles: int, causal: bool):

@@ -223,7 +223,7 @@ def ring_attention(q, k, v, *, axis_name, causal: bool = True, layout: str = "zi
       window: sliding-window attention (needs ``causal``): query i attends to keys j with
         i - window < j <= i. Chunk pairs and ring hops that no query reaches are skipped, and the ring stops
         after the last hop any device needs (contiguous: about window / block + 1 hops); the chunk sizes
-        are halved down to about window / 8 (:func:`window_chunk`). XLA step only.
+        are halved down to about window / 8 (:func:`window_chunk`); both block steps skip what it masks.
 
     Returns:
       Local attention output [batch, block, q_heads, head_dim] in q's dtype.
@@ -250,7 +250,7 @@ def block_step(q, k, causal, query_chunk_size, key_chunk_size, float32_logits, i
                q_len: int | None = None, k_len: int | None = None):
     """The block compute (:mod:`ring.block_step`) for query blocks of ``q_len`` and K/V blocks of ``k_len``
     tokens (default: q's and k's lengths), with the chunk sizes clipped to them; ``impl`` and ``window`` as
-    in :func:`ring_attention` (the Pallas step has no window: ``impl=None`` then falls back to XLA)."""
+    in :func:`ring_attention`."""
     check_impl(impl)
     check_window(window, causal)
     window = None if window is None else int(window)
@@ -263,10 +263,8 @@ def block_step(q, k, causal, query_chunk_size, key_chunk_size, float32_logits, i
     per = head_chunk(kv_heads, q.shape[2] // kv_heads, q_chunk, k_chunk)
     xla = XlaStep(bool(causal), q_chunk, k_chunk, bool(float32_logits), window, per)
     gpu = jax.default_backend() == "gpu"
-    if impl == "xla" or (impl is None and (not gpu or window is not None)):
+    if impl == "xla" or (impl is None and not gpu):
         return xla
-    if window is not None:
-        raise ValueError(f"impl='pallas' has no sliding window (window={window}); use impl='xla' or None")
     from ring import pallas_tiles
 
     tiles = pallas_tiles.default_tiles(q.shape[3], q_len, k_len, max_q=q_chunk, max_k=k_chunk)
@@ -275,7 +273,7 @@ def block_step(q, k, causal, query_chunk_size, key_chunk_size, float32_logits, i
         if impl is None:  # the default falls back to the XLA step where the kernel cannot run
             return xla
         raise ValueError(f"impl='pallas': {unsupported}")
-    return PallasStep(bool(causal), tiles, interpret=not gpu)
+    return PallasStep(bool(causal), tiles, interpret=not gpu, window=window)
 
 
 SCORE_TILE = 512 * 512  # the most scores one chunk pair of the XLA step holds at once, over its heads

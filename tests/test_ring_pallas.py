@@ -127,35 +127,52 @@ def test_merged_partials_equal_the_softmax_over_their_union():
     assert _max_err(lse, want_lse) <= F32_OUT
 
 
+def _check_runs(bounds, any_vis, all_vis):
+    """Per row of ``any_vis`` / ``all_vis`` [rows, tiles]: tiles outside [lo, hi) are empty, the first and
+    last visited ones are not, and the unmasked run [full_lo, full_hi) is entirely visible and whole."""
+    tiles = any_vis.shape[1]
+    for row, (lo, full_lo, full_hi, hi) in enumerate(bounds):
+        assert lo <= full_lo <= full_hi <= hi <= tiles or lo == hi == tiles
+        assert not any_vis[row, :lo].any() and not any_vis[row, hi:].any()
+        assert lo == tiles or (any_vis[row, lo] and any_vis[row, hi - 1])  # no empty tile at either end
+        assert all_vis[row, full_lo:full_hi].all()
+        if full_hi < hi:
+            assert not all_vis[row, full_hi]  # the run is not cut short
+        if all_vis[row].any():
+            assert full_lo == np.argmax(all_vis[row])  # the first full tile starts the run
+
+
+@pytest.mark.parametrize("window", [None, 5, 20])
 @pytest.mark.parametrize("layout", ["contiguous", "striped", "zigzag"])
-def test_tile_bounds_visit_exactly_the_non_empty_tiles(layout):
+def test_tile_bounds_visit_exactly_the_non_empty_tiles(layout, window):
     # Brute force over every (query tile, key tile) pair of every device pair of a ring of 4: tiles outside
-    # the loop ranges are empty under the causal mask, tiles in the unmasked runs are entirely visible.
+    # the loop ranges are empty under the causal mask (and the sliding window), tiles in the unmasked runs
+    # are entirely visible.
     n, block, tq, tk = 4, 16, 4, 2
     for me in range(n):
         for other in range(n):
             q_pos, k_pos = global_positions(me, block, n, layout), global_positions(other, block, n, layout)
             visible = q_pos[:, None] >= k_pos[None, :]
+            if window is not None:
+                visible &= q_pos[:, None] - k_pos[None, :] < window
             tile_vis = visible.reshape(block // tq, tq, block // tk, tk).transpose(0, 2, 1, 3)
             any_vis, all_vis = tile_vis.any(axis=(2, 3)), tile_vis.all(axis=(2, 3))
             q_bounds, k_bounds = (np.asarray(b) for b in pallas_tiles.tile_bounds(
-                jnp.asarray(q_pos), jnp.asarray(k_pos), tq, tk, causal=True, segments=False))
-            for i, (full_end, end) in enumerate(q_bounds):
-                assert all_vis[i, :full_end].all() and not any_vis[i, end:].any()
-                assert end == 0 or any_vis[i, end - 1]  # no trailing empty tile is visited
-                assert full_end == np.argmin(np.append(all_vis[i], False))  # the whole leading full run
-            for j, (start, full_start) in enumerate(k_bounds):
-                assert not any_vis[:start, j].any() and all_vis[full_start:, j].all()
-                assert start == len(any_vis) or any_vis[start, j]
+                jnp.asarray(q_pos), jnp.asarray(k_pos), tq, tk, causal=True, segments=False, window=window))
+            _check_runs(q_bounds, any_vis, all_vis)
+            _check_runs(k_bounds, any_vis.T, all_vis.T)
+            if window is None and layout == "contiguous":  # causal alone: no masked run before a full one
+                lo, full_lo, _, hi = q_bounds.T
+                assert ((lo == full_lo) | (full_lo == hi)).all()
 
 
 def test_tile_bounds_without_causal_mask():
     pos = jnp.arange(8, dtype=jnp.int32)
     q_bounds, k_bounds = pallas_tiles.tile_bounds(pos, pos, 4, 2, causal=False, segments=False)
-    assert np.array_equal(q_bounds, [[4, 4], [4, 4]]) and np.array_equal(k_bounds, [[0, 0]] * 4)
+    assert np.array_equal(q_bounds, [[0, 0, 4, 4]] * 2) and np.array_equal(k_bounds, [[0, 0, 2, 2]] * 4)
     # Segment ids: nothing is skipped by position, and every visited tile is masked.
     q_bounds, k_bounds = pallas_tiles.tile_bounds(pos, pos, 4, 2, causal=False, segments=True)
-    assert np.array_equal(q_bounds, [[0, 4], [0, 4]]) and np.array_equal(k_bounds, [[0, 2]] * 4)
+    assert np.array_equal(q_bounds, [[0, 4, 4, 4]] * 2) and np.array_equal(k_bounds, [[0, 2, 2, 2]] * 4)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -188,6 +205,20 @@ def test_ring_pallas_matches_float64_oracle(layout, num_devices, causal, segment
     expected = attention_and_grads(q, k, v, dout, causal=causal, segment_ids=seg)
     block = 64 // num_devices
     results = _sharded_value_and_grads(q, k, v, dout, seg, mesh=_mesh(num_devices), causal=causal, layout=layout,
+                                       query_chunk_size=max(block // 4, 1), key_chunk_size=max(block // 2, 1))
+    _assert_close(results, expected, F32_OUT, F32_GRAD)
+
+
+@pytest.mark.parametrize("layout,num_devices,window", [("contiguous", 4, 10), ("zigzag", 2, 7), ("striped", 1, 20),
+                                                       ("zigzag", 4, 40)])
+def test_ring_pallas_window_matches_float64_oracle(layout, num_devices, window):
+    # The sliding window in the fused kernels: tiles it empties skipped, its far edge masked, with segments.
+    from tests.test_ring_strategies import _oracle
+
+    q, k, v, dout, seg = random_inputs(30 + window, 2, 64, 8, 2, 16, segments=True)
+    expected = _oracle(q, k, v, dout, segment_ids=seg, window=window)
+    block = 64 // num_devices
+    results = _sharded_value_and_grads(q, k, v, dout, seg, mesh=_mesh(num_devices), layout=layout, window=window,
                                        query_chunk_size=max(block // 4, 1), key_chunk_size=max(block // 2, 1))
     _assert_close(results, expected, F32_OUT, F32_GRAD)
 
@@ -251,11 +282,12 @@ def test_kernels_lower_to_triton_for_gpu(monkeypatch, dtype):
     q = jax.ShapeDtypeStruct((1, 512, 4, 128), dtype)
     kv = jax.ShapeDtypeStruct((1, 512, 2, 128), dtype)
     seg = jax.ShapeDtypeStruct((1, 512), jnp.int32)
-    for n in (1, 4):
+    for n, window in ((1, None), (4, None), (4, 640)):
         mesh = _abstract_gpu_mesh(n)
 
         def train(q, k, v, seg, dout):
-            out, vjp = jax.vjp(lambda q, k, v: sharded_attention(q, k, v, mesh=mesh, segment_ids=seg), q, k, v)
+            out, vjp = jax.vjp(lambda q, k, v: sharded_attention(q, k, v, mesh=mesh, segment_ids=seg, window=window),
+                               q, k, v)
             return out, vjp(dout)
 
         with jax.sharding.use_abstract_mesh(mesh):

@@ -363,8 +363,6 @@ def test_errors():
         sharded_attention(q, k, v, mesh=mesh, causal=False, window=8)
     with pytest.raises(ValueError, match="window=0 must be a positive number of tokens"):
         sharded_attention(q, k, v, mesh=mesh, window=0)
-    with pytest.raises(ValueError, match="impl='pallas' has no sliding window"):
-        sharded_attention(q, k, v, mesh=mesh, window=8, impl="pallas")
     with pytest.raises(ValueError, match="must give one window per layer"):
         Transformer(2, 4, 2, 8, 64, make_attention("reference"), windows=(4,)).init(
             jax.random.key(0), jnp.ones((1, 8, 32)))
