@@ -194,32 +194,24 @@ def _assert_close(results, expected, out_tol, grad_tol):
 
 
 @pytest.mark.parametrize(
-    "layout,num_devices,causal,segments",
-    [("contiguous", 1, True, True), ("striped", 1, False, False), ("zigzag", 1, True, False),
-     ("contiguous", 4, True, True), ("striped", 4, True, True), ("zigzag", 4, True, True),
-     ("contiguous", 2, True, False), ("striped", 2, False, False), ("zigzag", 8, False, True)],
+    "layout,num_devices,causal,segments,window",
+    [("contiguous", 1, True, True, None), ("striped", 1, False, False, None), ("zigzag", 1, True, False, None),
+     ("contiguous", 4, True, True, None), ("striped", 4, True, True, None), ("zigzag", 4, True, True, None),
+     ("contiguous", 2, True, False, None), ("striped", 2, False, False, None), ("zigzag", 8, False, True, None),
+     # The sliding window: tiles it empties skipped, its far edge masked.
+     ("contiguous", 4, True, True, 10), ("zigzag", 2, True, True, 7), ("striped", 1, True, True, 20),
+     ("zigzag", 4, True, True, 40)],
 )
-def test_ring_pallas_matches_float64_oracle(layout, num_devices, causal, segments):
+def test_ring_pallas_matches_float64_oracle(layout, num_devices, causal, segments, window):
     # GQA (8 query heads on 2 K/V heads); tiles (the chunk sizes cap them) smaller than the local block.
-    q, k, v, dout, seg = random_inputs(20 + num_devices, 2, 64, 8, 2, 16, segments=segments)
-    expected = attention_and_grads(q, k, v, dout, causal=causal, segment_ids=seg)
-    block = 64 // num_devices
-    results = _sharded_value_and_grads(q, k, v, dout, seg, mesh=_mesh(num_devices), causal=causal, layout=layout,
-                                       query_chunk_size=max(block // 4, 1), key_chunk_size=max(block // 2, 1))
-    _assert_close(results, expected, F32_OUT, F32_GRAD)
-
-
-@pytest.mark.parametrize("layout,num_devices,window", [("contiguous", 4, 10), ("zigzag", 2, 7), ("striped", 1, 20),
-                                                       ("zigzag", 4, 40)])
-def test_ring_pallas_window_matches_float64_oracle(layout, num_devices, window):
-    # The sliding window in the fused kernels: tiles it empties skipped, its far edge masked, with segments.
     from tests.test_ring_strategies import _oracle
 
-    q, k, v, dout, seg = random_inputs(30 + window, 2, 64, 8, 2, 16, segments=True)
-    expected = _oracle(q, k, v, dout, segment_ids=seg, window=window)
+    q, k, v, dout, seg = random_inputs(20 + num_devices + (window or 0), 2, 64, 8, 2, 16, segments=segments)
+    expected = _oracle(q, k, v, dout, causal=causal, segment_ids=seg, window=window)
     block = 64 // num_devices
-    results = _sharded_value_and_grads(q, k, v, dout, seg, mesh=_mesh(num_devices), layout=layout, window=window,
-                                       query_chunk_size=max(block // 4, 1), key_chunk_size=max(block // 2, 1))
+    results = _sharded_value_and_grads(q, k, v, dout, seg, mesh=_mesh(num_devices), causal=causal, layout=layout,
+                                       window=window, query_chunk_size=max(block // 4, 1),
+                                       key_chunk_size=max(block // 2, 1))
     _assert_close(results, expected, F32_OUT, F32_GRAD)
 
 
