@@ -10,8 +10,9 @@
 - "hybrid": Ulysses within groups of devices, the ring across them (a mesh with a second sequence axis);
   the heads need only divide by a group. It has no memory model here, and "auto" does not choose it.
 
-The rule (:func:`choose_strategy`) and the memory model (:func:`temp_bytes`) come from the benchmark
-``python -m experiments.bench.ring_strategies`` (README, "Context-parallel strategies").
+The rule (:func:`choose_strategy`) comes from the benchmark ``python -m experiments.bench.ring_strategies``
+(README, "Context-parallel strategies"), the memory model (:func:`temp_bytes`) from
+``python -m experiments.bench.memory_model``.
 """
 
 from __future__ import annotations
@@ -48,37 +49,52 @@ class Shapes:
         return self.q_heads % n == 0 and (self.kv_heads % n == 0 or n % self.kv_heads == 0)
 
 
-# Per-device temp bytes of forward+backward: coefficients of the terms below, the least upper envelope (a
-# linear program) of XLA's compiled memory analysis on 54 programs of the benchmark's grid and beside it
-# (per-device blocks 64-8,192, GQA 1 and 4, head_dim 32 and 64, chunks 128-512, 8 devices), plus 5%. On
-# that grid every estimate bounds the compiled program from above; tests/test_ring_strategies.py checks a
-# shape off it. Ulysses' memory is not linear in these terms (6.1 query blocks at most blocks, 11 at 512
-# tokens), so its envelope is loose: 1.8x its usual need.
+# Per-device temp bytes of forward+backward: coefficients of the terms of :func:`memory_terms`, the least
+# upper envelope (a linear program) of XLA's compiled memory analysis on the grid of
+# ``python -m experiments.bench.memory_model`` (per-device blocks 64-8,192, GQA 1 and 4, head_dim 32 and
+# 64, chunks 128 and 512, rings of 2 and 8 devices, JAX 0.10; 80 programs a strategy), plus 5%. On that
+# grid every estimate bounds the compiled program from above (by 1.34x, 1.24x and 1.17x in the median:
+# ring, all-gather, Ulysses); tests/test_ring_strategies.py checks a shape off it. A coefficient is what
+# the envelope needed, not a count of buffers.
 _MEMORY = {
     # strategy: (query block, own K/V block, whole-sequence K/V, Ulysses' repeated K/V block, score chunk)
-    "ring": (3.3, 6.35, 0.0, 0.0, 3.2),
-    "allgather": (3.1, 0.0, 4.8, 0.0, 3.2),
-    "ulysses": (11.5, 0.0, 0.0, 2.1, 0.0),
+    "ring": (2.42, 1.85, 0.0, 0.0, 7.38),
+    "allgather": (1.51, 0.0, 4.14, 0.6, 7.45),
+    "ulysses": (3.82, 2.42, 0.02, 4.04, 4.06),
 }
 # The order in which "auto" tries the strategies, fastest first, as measured (README): Ulysses was the
 # fastest in 13 of the grid's 14 cells and 0.34-0.86x the ring's forward+backward time in all; all-gather
 # 0.59-1.11x the ring's (0.80x and 0.84x in geometric mean at GQA ratios 4 and 1), with the most memory.
 PREFERENCE = ("ulysses", "allgather", "ring")
+MODELLED = tuple(_MEMORY)
+
+
+def memory_terms(strategy: str, shapes: Shapes) -> tuple[float, ...]:
+    """The bytes that one device's memory is modelled as a combination of, for ``strategy``: a float32
+    query block (all query heads), its own K/V block, the whole sequence's K/V, the K/V block Ulysses
+    repeats to one head a device (where there are fewer K/V heads than devices), and one chunk pair's
+    scores over the heads the block step scores together (:func:`ring.ring_attention.head_chunk`)."""
+    from ring.ring_attention import head_chunk
+
+    n, f32 = shapes.num_devices, 4
+    rows = shapes.batch * shapes.block * shapes.head_dim * f32  # one float32 head of the block
+    ulysses = strategy == "ulysses"
+    scored = n * shapes.block if ulysses else shapes.block  # keys a chunk is clipped to
+    q_chunk, k_chunk = min(shapes.query_chunk, scored), min(shapes.key_chunk, scored)
+    q_heads = shapes.q_heads // n if ulysses else shapes.q_heads  # heads a device scores
+    kv_heads = max(shapes.kv_heads // n, 1) if ulysses else shapes.kv_heads
+    groups = max(q_heads // kv_heads, 1)
+    score_chunk = shapes.batch * head_chunk(kv_heads, groups, q_chunk, k_chunk) * groups * q_chunk * k_chunk * f32
+    return (rows * shapes.q_heads, rows * shapes.kv_heads, rows * n * shapes.kv_heads,
+            rows * n if shapes.kv_heads < n else 0, score_chunk)
 
 
 def temp_bytes(strategy: str, shapes: Shapes) -> int:
     """Estimated per-device temp bytes of one attention's forward+backward under ``strategy`` (float32
     accumulators and inputs: an upper bound for low-precision inputs too)."""
     if strategy not in _MEMORY:
-        raise ValueError(f"temp_bytes models {tuple(_MEMORY)}, not strategy={strategy!r}")
-    n, f32 = shapes.num_devices, 4
-    rows = shapes.batch * shapes.block * shapes.head_dim * f32  # one float32 head of the block
-    scored = n * shapes.block if strategy == "ulysses" else shapes.block  # keys a chunk is clipped to
-    heads = shapes.q_heads / n if strategy == "ulysses" else shapes.q_heads  # heads a device scores
-    score_chunk = shapes.batch * heads * min(shapes.query_chunk, scored) * min(shapes.key_chunk, scored) * f32
-    terms = (rows * shapes.q_heads, rows * shapes.kv_heads, rows * n * shapes.kv_heads,
-             rows * n if shapes.kv_heads < n else 0, score_chunk)
-    return int(sum(c * t for c, t in zip(_MEMORY[strategy], terms)))
+        raise ValueError(f"temp_bytes models {MODELLED}, not strategy={strategy!r}")
+    return int(sum(c * t for c, t in zip(_MEMORY[strategy], memory_terms(strategy, shapes))))
 
 
 def choose_strategy(shapes: Shapes, *, memory_budget: int | None = None) -> str:

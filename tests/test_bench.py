@@ -11,11 +11,12 @@ import sys
 
 import pytest
 
-from experiments.bench import agent_context, data_loading, env_stepping, harness, pallas, ring_attention, ring_strategies
+from experiments.bench import (agent_context, data_loading, env_stepping, harness, memory_model, pallas, ring_attention,
+                               ring_strategies)
 from tests.processes import run_together
 
 COMPILING = {ring_attention: ["--tiny"], agent_context: ["--tiny", "--attention", "blockwise", "ring"],
-             pallas: ["--allow-cpu"], ring_strategies: ["--tiny"]}
+             pallas: ["--allow-cpu"], ring_strategies: ["--tiny"], memory_model: ["--tiny"]}
 
 
 def _checked(module, out, returned=None):
@@ -74,6 +75,24 @@ def test_ring_strategies(compiled_results):
     hybrid = [(row["q_heads"], row["groups"]) for row in result["hybrid"] if row["strategy"] == "hybrid"]
     assert hybrid == [(8, 2), (8, 4), (2, 4)]  # 2 heads split over groups of 2 devices, not of 4
     assert not [row for row in result["hybrid"] if row["strategy"] == "ulysses" and row["q_heads"] == 2]
+
+
+def test_memory_model(compiled_results):
+    # Every fitted estimate lies above its compiled program, by no more than the margin at the tightest.
+    result = compiled_results[memory_model]
+    for strategy, rows in result["programs"].items():
+        assert len(rows) == 8 and all(r["measured"] > 0 for r in rows)
+        coefficients = result["coefficients"][strategy]
+        estimates = [sum(c * t for c, t in zip(coefficients, r["terms"])) for r in rows]
+        assert all(e >= r["measured"] for e, r in zip(estimates, rows)), strategy
+        assert result["report"][strategy]["new_over_measured"][0] <= 1.06
+
+
+def test_fit_is_the_least_upper_envelope():
+    # Programs that are exactly 2 x term 1 + 3 x term 2: the envelope is those coefficients (no margin).
+    terms = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]]
+    assert memory_model.fit(terms, [2.0, 3.0, 5.0], 0.0) == pytest.approx([2.0, 3.0, 0.0])
+    assert memory_model.fit(terms, [2.0, 3.0, 6.0], 0.0).sum() >= 5.0  # the third program pushes it up
 
 
 def test_agent_context(compiled_results):
