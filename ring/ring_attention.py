@@ -168,8 +168,8 @@ def _ring_backward(cfg: _Ring, q, k, v, segment_ids, out, lse, dout):
 def queries_travel(q, k) -> bool:
     """Whether the backward sends the query side round the ring (q, do and a float32 dq) rather than the
     K/V side (k, v and float32 dk, dv): whichever is fewer bytes a hop. Without grouped-query attention
-    the queries are (12 against 16 blocks of a float32 head each; ``experiments.bench.ring_strategies``:
-    7.5 MiB less per device at 8,192 tokens, 8 heads); with K/V heads shared by 2 or more query heads the
+    the queries are (12 against 16 blocks of a float32 head each; at 8,192 tokens a device, 8 heads, before
+    the head groups: 60.9 against 68.4 MiB a device); with K/V heads shared by 2 or more query heads the
     K/V side is."""
     def nbytes(x, dtype=None):
         return x.size * jnp.dtype(dtype or x.dtype).itemsize
@@ -285,7 +285,7 @@ def head_chunk(kv_heads: int, groups: int, q_chunk: int, k_chunk: int) -> int:
     pair's scores exist several times over in the backward (probabilities, their gradient), so with 8
     heads of 512 x 512-token chunks they were the largest temporaries of the ring; scored one head at a
     time they cost what a Ulysses device's do (``experiments.bench.ring_strategies``, 8,192 tokens a
-    device, 8 heads: 68.4 MiB a device before, 44.1 MiB with the query side travelling too, against
+    device, 8 heads: 68.4 MiB a device before, 36.8 MiB with the query side travelling too, against
     Ulysses' 48.8; at 1,024 tokens also 0.75x the time). Small chunks keep all heads in one pass."""
     per = kv_heads
     while per > 1 and (kv_heads % per or per * groups * q_chunk * k_chunk > SCORE_TILE):
