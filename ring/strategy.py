@@ -63,8 +63,8 @@ _MEMORY = {
     "ulysses": (3.82, 2.42, 0.02, 4.04, 4.06),
 }
 # The order in which "auto" tries the strategies, fastest first, as measured (README): Ulysses was the
-# fastest in 13 of the grid's 14 cells and 0.34-0.86x the ring's forward+backward time in all; all-gather
-# 0.59-1.11x the ring's (0.80x and 0.84x in geometric mean at GQA ratios 4 and 1), with the most memory.
+# fastest in 13 of the grid's 14 cells and 0.33-0.91x the ring's forward+backward time in all; all-gather
+# 0.37-1.08x the ring's (0.69x and 0.82x in geometric mean at GQA ratios 4 and 1), with the most memory.
 PREFERENCE = ("ulysses", "allgather", "ring")
 MODELLED = tuple(_MEMORY)
 

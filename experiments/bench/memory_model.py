@@ -13,8 +13,6 @@ and how far the estimates of the current ones and of the new ones lie above the 
 
 from __future__ import annotations
 
-import functools
-
 from experiments.bench import harness
 
 NAME = "memory_model"
@@ -37,20 +35,13 @@ def _parser():
 
 def _compiled_temp(mesh, strategy, shapes):
     """XLA's per-device temp bytes of forward+backward of ``sum(attention(q, k, v))``, compiled only."""
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from experiments.bench.ring_strategies import attention, compile_grad
 
-    from ring import sharded_attention
-
-    fn = functools.partial(sharded_attention, mesh=mesh, layout="zigzag", natural_order=False, strategy=strategy,
-                           query_chunk_size=shapes.query_chunk, key_chunk_size=shapes.key_chunk)
-    sharding = NamedSharding(mesh, P(None, "sp"))
+    fn, sharding = attention(mesh, strategy, shapes.query_chunk)
     seq = shapes.block * shapes.num_devices
-    avals = [jax.ShapeDtypeStruct((shapes.batch, seq, heads, shapes.head_dim), jnp.float32, sharding=sharding)
-             for heads in (shapes.q_heads, shapes.kv_heads, shapes.kv_heads)]
-    program = jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)), argnums=(0, 1, 2)))
-    return int(program.lower(*avals).compile().memory_analysis().temp_size_in_bytes)
+    q_shape, kv_shape = ((shapes.batch, seq, heads, shapes.head_dim) for heads in (shapes.q_heads, shapes.kv_heads))
+    compiled, _ = compile_grad(fn, q_shape, kv_shape, sharding)
+    return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
 def fit(terms, measured, margin: float):

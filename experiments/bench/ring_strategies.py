@@ -77,7 +77,7 @@ def _merged(paths):
     return tuple([row for key, row in cells.items() if key[0] == section] for section in ("rows", "window"))
 
 
-def _attention(mesh, strategy, chunk, window=None, layout="zigzag", groups=None):
+def attention(mesh, strategy, chunk, window=None, layout="zigzag", groups=None):
     """(attention on global arrays, the sequence's sharding); ``groups``: the hybrid, with the mesh's
     devices as ``groups`` rings of Ulysses groups ("sp" across, "up" within)."""
     import numpy as np
@@ -94,16 +94,24 @@ def _attention(mesh, strategy, chunk, window=None, layout="zigzag", groups=None)
     return fn, NamedSharding(mesh, P(None, ("sp", "up") if groups is not None else "sp"))
 
 
+def compile_grad(fn, q_shape, kv_shape, sharding):
+    """Forward+backward of ``sum(fn(q, k, v))`` on float32 inputs, compiled: (the compiled program, its
+    input avals)."""
+    import jax
+    import jax.numpy as jnp
+
+    program = jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)), argnums=(0, 1, 2)))
+    avals = [jax.ShapeDtypeStruct(s, jnp.float32, sharding=sharding) for s in (q_shape, kv_shape, kv_shape)]
+    return program.lower(*avals).compile(), avals
+
+
 def _compiled(fn, q_shape, kv_shape, sharding):
     """The compiled forward+backward of ``sum(fn(q, k, v))``, its per-device temp bytes, and a call on
     random inputs."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    program = jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)), argnums=(0, 1, 2)))
-    avals = [jax.ShapeDtypeStruct(s, jnp.float32, sharding=sharding) for s in (q_shape, kv_shape, kv_shape)]
-    compiled = program.lower(*avals).compile()
+    compiled, avals = compile_grad(fn, q_shape, kv_shape, sharding)
     rng = np.random.default_rng(0)
     args = [jax.device_put(rng.standard_normal(a.shape, np.float32), sharding) for a in avals]
     return int(compiled.memory_analysis().temp_size_in_bytes), functools.partial(compiled, *args)
@@ -114,7 +122,7 @@ def _timed(args, mesh, block, variants):
     and times them in turns; returns the rows with their seconds and per-device temp bytes."""
     calls = {}
     for i, row in enumerate(variants):
-        fn, sharding = _attention(mesh, row["strategy"], row["chunk"], row["window"], row["layout"],
+        fn, sharding = attention(mesh, row["strategy"], row["chunk"], row["window"], row["layout"],
                                   row.get("groups"))
         q_heads = row.get("q_heads", args.q_heads)
         q_shape, kv_shape = ((1, row["seq"], heads, args.head_dim) for heads in (q_heads, row["kv_heads"]))
